@@ -234,7 +234,8 @@ pub async fn a_killed_consumer_loses_nothing<Q: MessageQueue + DeadLetterQueue, 
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let received = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.expect("read child") {
-            if let Some(rest) = line.strip_prefix("RECEIVED ") {
+            // libtest prints "test <name> ... " without a newline before the test's own output.
+            if let Some((_, rest)) = line.split_once("RECEIVED ") {
                 return rest.to_owned();
             }
         }
