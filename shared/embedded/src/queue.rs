@@ -336,3 +336,23 @@ impl DeadLetterQueue for SqliteQueue {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stale_receipt_cannot_delete_the_message_another_consumer_holds() {
+        let path = std::env::temp_dir().join(format!("cosell-stale-{}.db", uuid::Uuid::new_v4().simple()));
+        let q = SqliteQueue::open(Db::open(&path).unwrap(), "q", 5).await.unwrap();
+        q.send(&OutgoingMessage::new("g", "d", "body")).await.unwrap();
+        let first = q.receive(1, Duration::from_millis(50), Duration::ZERO).await.unwrap().remove(0);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let second = q.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap().remove(0);
+        assert_eq!(second.message_id, first.message_id);
+        assert!(matches!(q.delete(&first.receipt).await, Err(QueueError::StaleReceipt(_))));
+        assert!(matches!(q.change_visibility(&first.receipt, Duration::ZERO).await, Err(QueueError::StaleReceipt(_))));
+        q.delete(&second.receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), 0);
+    }
+}

@@ -115,7 +115,10 @@ pub trait MessageQueue: Send + Sync {
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
 
-    /// Removes a delivered message for good. Errors: `StaleReceipt` if the delivery is no longer current.
+    /// Removes a delivered message for good. Errors: `StaleReceipt` if the delivery is no longer
+    /// current — the embedded adapter always detects that; SQS documents that a stale receipt "may
+    /// succeed without deleting" (and the emulator deletes). Callers therefore delete only work
+    /// finished within the visibility timeout, and every handler is idempotent.
     fn delete(&self, receipt: &Receipt) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// Makes a delivered message visible again after `timeout` (zero: now).

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's test command: every test of the workspace, against the local AWS emulator.
+# Needs only the Rust toolchain and Python 3 with venv; installs the rest into .venv.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# Test-only Python clients (third-party API clients pointed at our simulators).
+if [ -f infra/requirements-test.txt ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-test.txt
+fi
+export COSELL_PYTHON="$root/.venv/bin/python"
+
+env_file="$(mktemp)"
+trap 'infra/local-aws.sh stop; rm -f "$env_file"' EXIT
+infra/local-aws.sh start >"$env_file"
+# shellcheck disable=SC1090
+source "$env_file"
+echo "local AWS emulator at $AWS_ENDPOINT_URL"
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc
