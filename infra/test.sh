@@ -20,5 +20,12 @@ source "$env_file"
 echo "local AWS emulator at $AWS_ENDPOINT_URL"
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc
+log="$root/.local/test.log"
+set +e
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -159,7 +159,7 @@ impl SqsQueue {
     }
 }
 
-fn attr<'a>(m: &'a Message, name: MessageSystemAttributeName) -> Option<&'a str> {
+fn attr(m: &Message, name: MessageSystemAttributeName) -> Option<&str> {
     m.attributes().and_then(|a: &HashMap<_, _>| a.get(&name)).map(String::as_str)
 }
 
