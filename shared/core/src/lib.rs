@@ -7,6 +7,7 @@ pub mod budget;
 pub mod clock;
 pub mod ids;
 pub mod ports;
+pub mod referral;
 
 #[cfg(any(test, feature = "test-fakes"))]
 pub mod fakes;

@@ -1,0 +1,1 @@
+//! Partner Center client (in progress on this branch).

@@ -1,0 +1,1 @@
+//! Partner Center simulator (in progress on this branch).
