@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod clock;
+pub mod crm;
 pub mod ids;
 pub mod ports;
 pub mod referral;
