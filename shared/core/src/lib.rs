@@ -9,6 +9,7 @@ pub mod crm;
 pub mod ids;
 pub mod ports;
 pub mod referral;
+pub mod sync;
 
 #[cfg(any(test, feature = "test-fakes"))]
 pub mod fakes;

@@ -331,11 +331,7 @@ pub trait CrmPort: Send + Sync {
 
     /// Puts an open opportunity on hold or back to active (configured stage / status reason).
     /// Errors: `NotFound`, `Invalid` (closed). 2 API calls.
-    fn set_on_hold(
-        &self,
-        id: &str,
-        on_hold: bool,
-    ) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send;
+    fn set_on_hold(&self, id: &str, on_hold: bool) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send;
 
     /// One lead. Errors: `NotFound`. 1 API call.
     fn get_lead(&self, id: &str) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send;
@@ -368,6 +364,12 @@ pub trait CrmPort: Send + Sync {
 
     /// Creates an account. Errors: `Invalid { field }`. 1 API call.
     fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send;
+
+    /// One account by id. Errors: `NotFound`. 1 API call.
+    fn get_account(&self, id: &str) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send;
+
+    /// One contact by id. Errors: `NotFound`. 1 API call.
+    fn get_contact(&self, id: &str) -> impl Future<Output = Result<ContactRecord, CrmError>> + Send;
 
     /// The contact with this e-mail (case-insensitive) within the account. 1 API call.
     fn find_contact(
@@ -403,10 +405,7 @@ pub trait CrmPort: Send + Sync {
     /// Opportunities (and leads, when configured) with the sync flag set that changed since `cursor`.
     /// `None` starts with a full snapshot. An expired cursor is not an error: the feed restarts with a
     /// full snapshot and says so in `full_resync`. When nothing changed this costs exactly one API call.
-    fn changes(
-        &self,
-        cursor: Option<&ChangeCursor>,
-    ) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send;
+    fn changes(&self, cursor: Option<&ChangeCursor>) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send;
 }
 
 #[cfg(test)]

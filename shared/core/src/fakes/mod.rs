@@ -439,3 +439,41 @@ impl DeadLetterQueue for InMemoryQueue {
         Ok(n)
     }
 }
+
+mod crm;
+mod partner_center;
+
+pub use crm::InMemoryCrm;
+pub use partner_center::InMemoryPartnerCenter;
+
+/// Simulates a process crash: after `n` more write calls, every write fails (until disarmed).
+/// Shared between the fakes so that "crash after step k" counts writes on both sides.
+#[derive(Debug, Clone, Default)]
+pub struct Crash(Arc<Mutex<Option<usize>>>);
+
+impl Crash {
+    pub fn after_writes(&self, n: usize) {
+        *lock(&self.0) = Some(n);
+    }
+
+    pub fn disarm(&self) {
+        *lock(&self.0) = None;
+    }
+
+    /// Called by a fake before each write: `Err` once the crash point is reached.
+    pub(crate) fn write(&self) -> Result<(), String> {
+        let mut left = lock(&self.0);
+        match left.as_mut() {
+            Some(0) => Err("injected crash".into()),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn tripped(&self) -> bool {
+        *lock(&self.0) == Some(0)
+    }
+}

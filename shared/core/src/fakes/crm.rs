@@ -1,0 +1,470 @@
+//! The CRM port in memory: idempotent creates keyed by the referral id, versions that advance on
+//! every write, conditional updates, closed records that cannot be reopened, a change feed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Crash, lock};
+use crate::clock::Clock;
+use crate::crm::{
+    AccountFields, AccountRecord, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome, ContactFields, ContactRecord,
+    CosellFields, Created, CrmError, CrmIdentity, CrmKind, CrmPort, DealState, LeadFields, LeadRecord, LeadState,
+    OpportunityFields, OpportunityRecord, RecordMeta, SolutionRecord,
+};
+use crate::ids::{CrmRef, ReferralId};
+
+pub const CONNECTOR_USER: &str = "connector-user";
+pub const SELLER_USER: &str = "seller-user";
+
+#[derive(Debug, Default)]
+struct Inner {
+    seq: u64,
+    opportunities: BTreeMap<String, (OpportunityRecord, u64)>,
+    leads: BTreeMap<String, (LeadRecord, u64)>,
+    accounts: BTreeMap<String, AccountRecord>,
+    contacts: BTreeMap<String, ContactRecord>,
+    solutions: BTreeMap<String, (String, SolutionRecord)>,
+    calls: u64,
+    writes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct InMemoryCrm {
+    inner: Arc<Mutex<Inner>>,
+    kind: CrmKind,
+    clock: Arc<dyn Clock>,
+    crash: Crash,
+}
+
+fn merge_cosell(into: &mut CosellFields, from: &CosellFields) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if from.$f.is_some() { into.$f = from.$f.clone(); } )* };
+    }
+    take!(sync, referral_id, referral_link, help, visibility, microsoft_crm_id, audit, sync_status);
+}
+
+fn merge_opportunity(into: &mut OpportunityFields, from: &OpportunityFields) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if from.$f.is_some() { into.$f = from.$f.clone(); } )* };
+    }
+    take!(name, deal_value, currency, close_date, description, account_id, contact_id);
+    merge_cosell(&mut into.cosell, &from.cosell);
+}
+
+fn merge_lead(into: &mut LeadFields, from: &LeadFields) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if from.$f.is_some() { into.$f = from.$f.clone(); } )* };
+    }
+    take!(topic, first_name, last_name, company, email, phone, country, description, deal_value);
+    merge_cosell(&mut into.cosell, &from.cosell);
+}
+
+fn not_found(entity: &str, id: &str) -> CrmError {
+    CrmError::NotFound { entity: entity.into(), id: id.into() }
+}
+
+impl InMemoryCrm {
+    pub fn new(kind: CrmKind, clock: impl Clock + 'static, crash: Crash) -> Self {
+        Self { inner: Arc::default(), kind, clock: Arc::new(clock), crash }
+    }
+
+    /// API calls made so far, counted as the port documents them; and writes among them.
+    pub fn calls(&self) -> (u64, u64) {
+        let inner = lock(&self.inner);
+        (inner.calls, inner.writes)
+    }
+
+    fn meta(&self, inner: &mut Inner, by: &str) -> RecordMeta {
+        inner.seq += 1;
+        RecordMeta {
+            version: format!("v{}", inner.seq),
+            modified_at: Some(self.clock.now() + chrono::Duration::milliseconds(inner.seq as i64)),
+            modified_by: Some(by.into()),
+        }
+    }
+
+    fn call(&self, n: u64) -> std::sync::MutexGuard<'_, Inner> {
+        let mut inner = lock(&self.inner);
+        inner.calls += n;
+        inner
+    }
+
+    fn write(&self, n: u64) -> Result<std::sync::MutexGuard<'_, Inner>, CrmError> {
+        self.crash.write().map_err(CrmError::Transient)?;
+        let mut inner = self.call(n);
+        inner.writes += 1;
+        Ok(inner)
+    }
+
+    // --- acting as a CRM user (not counted as connector calls) ---
+
+    pub fn seed_account(&self, fields: AccountFields) -> AccountRecord {
+        let mut inner = lock(&self.inner);
+        inner.seq += 1;
+        let a = AccountRecord { id: format!("acc-{}", inner.seq), fields };
+        inner.accounts.insert(a.id.clone(), a.clone());
+        a
+    }
+
+    pub fn seed_contact(&self, account_id: &str, fields: ContactFields) -> ContactRecord {
+        let mut inner = lock(&self.inner);
+        inner.seq += 1;
+        let c = ContactRecord { id: format!("con-{}", inner.seq), account_id: Some(account_id.into()), fields };
+        inner.contacts.insert(c.id.clone(), c.clone());
+        c
+    }
+
+    pub fn seed_opportunity(&self, fields: OpportunityFields, state: DealState) -> OpportunityRecord {
+        let mut inner = lock(&self.inner);
+        let meta = self.meta(&mut inner, SELLER_USER);
+        let seq = inner.seq;
+        let o = OpportunityRecord { id: format!("opp-{seq}"), meta, state, stage: None, fields };
+        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        o
+    }
+
+    pub fn seed_solution(&self, opportunity_id: &str, solution_id: &str) {
+        let mut inner = lock(&self.inner);
+        inner.seq += 1;
+        let row = SolutionRecord { id: format!("sol-row-{}", inner.seq), solution_id: solution_id.into(), name: None };
+        inner.solutions.insert(row.id.clone(), (opportunity_id.into(), row));
+        self.touch(&mut inner, opportunity_id, SELLER_USER);
+    }
+
+    pub fn edit_opportunity(&self, id: &str, edit: impl FnOnce(&mut OpportunityRecord)) -> OpportunityRecord {
+        let mut inner = lock(&self.inner);
+        let meta = self.meta(&mut inner, SELLER_USER);
+        let seq = inner.seq;
+        let (o, at) = inner.opportunities.get_mut(id).expect("known opportunity");
+        edit(o);
+        o.meta = meta;
+        *at = seq;
+        o.clone()
+    }
+
+    pub fn edit_lead(&self, id: &str, edit: impl FnOnce(&mut LeadRecord)) -> LeadRecord {
+        let mut inner = lock(&self.inner);
+        let meta = self.meta(&mut inner, SELLER_USER);
+        let seq = inner.seq;
+        let (l, at) = inner.leads.get_mut(id).expect("known lead");
+        edit(l);
+        l.meta = meta;
+        *at = seq;
+        l.clone()
+    }
+
+    pub fn opportunities(&self) -> Vec<OpportunityRecord> {
+        lock(&self.inner).opportunities.values().map(|(o, _)| o.clone()).collect()
+    }
+
+    pub fn leads(&self) -> Vec<LeadRecord> {
+        lock(&self.inner).leads.values().map(|(l, _)| l.clone()).collect()
+    }
+
+    pub fn accounts(&self) -> Vec<AccountRecord> {
+        lock(&self.inner).accounts.values().cloned().collect()
+    }
+
+    pub fn contacts(&self) -> Vec<ContactRecord> {
+        lock(&self.inner).contacts.values().cloned().collect()
+    }
+
+    pub fn solution_ids(&self, opportunity_id: &str) -> Vec<String> {
+        let inner = lock(&self.inner);
+        let mut ids: Vec<String> =
+            inner.solutions.values().filter(|(o, _)| o == opportunity_id).map(|(_, r)| r.solution_id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    fn touch(&self, inner: &mut Inner, opportunity_id: &str, by: &str) {
+        let meta = self.meta(inner, by);
+        let seq = inner.seq;
+        if let Some((o, at)) = inner.opportunities.get_mut(opportunity_id) {
+            o.meta = meta;
+            *at = seq;
+        }
+    }
+
+    fn update_opp(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        f: impl FnOnce(&mut OpportunityRecord) -> Result<(), CrmError>,
+    ) -> Result<OpportunityRecord, CrmError> {
+        let meta = self.meta(inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let (o, at) = inner.opportunities.get_mut(id).ok_or_else(|| not_found("opportunity", id))?;
+        f(o)?;
+        o.meta = meta;
+        *at = seq;
+        Ok(o.clone())
+    }
+}
+
+impl CrmPort for InMemoryCrm {
+    fn kind(&self) -> CrmKind {
+        self.kind
+    }
+
+    async fn whoami(&self) -> Result<CrmIdentity, CrmError> {
+        Ok(CrmIdentity { user_id: CONNECTOR_USER.into(), organization_id: None })
+    }
+
+    async fn get_opportunity(&self, id: &str) -> Result<OpportunityRecord, CrmError> {
+        self.call(1).opportunities.get(id).map(|(o, _)| o.clone()).ok_or_else(|| not_found("opportunity", id))
+    }
+
+    async fn find_opportunity_by_referral(&self, referral: &ReferralId) -> Result<Option<OpportunityRecord>, CrmError> {
+        Ok(self
+            .call(1)
+            .opportunities
+            .values()
+            .find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(referral))
+            .map(|(o, _)| o.clone()))
+    }
+
+    async fn create_opportunity(&self, fields: &OpportunityFields) -> Result<Created<OpportunityRecord>, CrmError> {
+        let mut inner = self.write(1)?;
+        if let Some(rid) = &fields.cosell.referral_id
+            && let Some((o, _)) =
+                inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
+        {
+            return Ok(Created { record: o.clone(), created: false });
+        }
+        if fields.close_date.is_none() {
+            return Err(CrmError::Invalid { field: Some("close date".into()), message: "required".into() });
+        }
+        let meta = self.meta(&mut inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let o = OpportunityRecord {
+            id: format!("opp-{seq}"),
+            meta,
+            state: DealState::Open,
+            stage: None,
+            fields: fields.clone(),
+        };
+        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        Ok(Created { record: o, created: true })
+    }
+
+    async fn update_opportunity(
+        &self,
+        id: &str,
+        expected_version: Option<&str>,
+        fields: &OpportunityFields,
+    ) -> Result<OpportunityRecord, CrmError> {
+        let mut inner = self.write(1)?;
+        self.update_opp(&mut inner, id, |o| {
+            if expected_version.is_some_and(|v| v != o.meta.version) {
+                return Err(CrmError::Conflict(format!("opportunity {id} changed since version {expected_version:?}")));
+            }
+            if o.state.is_closed() && (fields.deal_value.is_some() || fields.close_date.is_some()) {
+                return Err(CrmError::Invalid { field: None, message: "a closed opportunity is read-only".into() });
+            }
+            merge_opportunity(&mut o.fields, fields);
+            Ok(())
+        })
+    }
+
+    async fn close_opportunity(&self, id: &str, outcome: &CloseOutcome) -> Result<OpportunityRecord, CrmError> {
+        let mut inner = self.write(2)?;
+        let target = match outcome {
+            CloseOutcome::Won => DealState::Won,
+            CloseOutcome::Lost { .. } => DealState::Lost,
+        };
+        let current = inner.opportunities.get(id).map(|(o, _)| o.state).ok_or_else(|| not_found("opportunity", id))?;
+        if current == target {
+            return Ok(inner.opportunities[id].0.clone());
+        }
+        if current.is_closed() {
+            return Err(CrmError::Invalid {
+                field: None,
+                message: format!("already closed as {current:?}; never reopened"),
+            });
+        }
+        self.update_opp(&mut inner, id, |o| {
+            o.state = target;
+            Ok(())
+        })
+    }
+
+    async fn set_on_hold(&self, id: &str, on_hold: bool) -> Result<OpportunityRecord, CrmError> {
+        let mut inner = self.write(2)?;
+        self.update_opp(&mut inner, id, |o| {
+            if o.state.is_closed() {
+                return Err(CrmError::Invalid { field: None, message: "closed".into() });
+            }
+            o.state = if on_hold { DealState::OnHold } else { DealState::Open };
+            Ok(())
+        })
+    }
+
+    async fn get_lead(&self, id: &str) -> Result<LeadRecord, CrmError> {
+        self.call(1).leads.get(id).map(|(l, _)| l.clone()).ok_or_else(|| not_found("lead", id))
+    }
+
+    async fn find_lead_by_referral(&self, referral: &ReferralId) -> Result<Option<LeadRecord>, CrmError> {
+        Ok(self
+            .call(1)
+            .leads
+            .values()
+            .find(|(l, _)| l.fields.cosell.referral_id.as_ref() == Some(referral))
+            .map(|(l, _)| l.clone()))
+    }
+
+    async fn create_lead(&self, fields: &LeadFields) -> Result<Created<LeadRecord>, CrmError> {
+        let mut inner = self.write(1)?;
+        if let Some(rid) = &fields.cosell.referral_id
+            && let Some((l, _)) = inner.leads.values().find(|(l, _)| l.fields.cosell.referral_id.as_ref() == Some(rid))
+        {
+            return Ok(Created { record: l.clone(), created: false });
+        }
+        let meta = self.meta(&mut inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let l = LeadRecord { id: format!("lead-{seq}"), meta, state: LeadState::Open, fields: fields.clone() };
+        inner.leads.insert(l.id.clone(), (l.clone(), seq));
+        Ok(Created { record: l, created: true })
+    }
+
+    async fn update_lead(
+        &self,
+        id: &str,
+        expected_version: Option<&str>,
+        fields: &LeadFields,
+    ) -> Result<LeadRecord, CrmError> {
+        let mut inner = self.write(1)?;
+        let meta = self.meta(&mut inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let (l, at) = inner.leads.get_mut(id).ok_or_else(|| not_found("lead", id))?;
+        if expected_version.is_some_and(|v| v != l.meta.version) {
+            return Err(CrmError::Conflict(format!("lead {id} changed")));
+        }
+        merge_lead(&mut l.fields, fields);
+        l.meta = meta;
+        *at = seq;
+        Ok(l.clone())
+    }
+
+    async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
+        Ok(self
+            .call(1)
+            .accounts
+            .values()
+            .find(|a| a.fields.name.eq_ignore_ascii_case(&fields.name) && a.fields.postal_code == fields.postal_code)
+            .cloned())
+    }
+
+    async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
+        let mut inner = self.write(1)?;
+        inner.seq += 1;
+        let a = AccountRecord { id: format!("acc-{}", inner.seq), fields: fields.clone() };
+        inner.accounts.insert(a.id.clone(), a.clone());
+        Ok(a)
+    }
+
+    async fn get_account(&self, id: &str) -> Result<AccountRecord, CrmError> {
+        self.call(1).accounts.get(id).cloned().ok_or_else(|| not_found("account", id))
+    }
+
+    async fn get_contact(&self, id: &str) -> Result<ContactRecord, CrmError> {
+        self.call(1).contacts.get(id).cloned().ok_or_else(|| not_found("contact", id))
+    }
+
+    async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
+        Ok(self
+            .call(1)
+            .contacts
+            .values()
+            .find(|c| {
+                c.account_id.as_deref() == Some(account_id)
+                    && c.fields.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .cloned())
+    }
+
+    async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
+        let mut inner = self.write(1)?;
+        if !inner.accounts.contains_key(account_id) {
+            return Err(not_found("account", account_id));
+        }
+        inner.seq += 1;
+        let c = ContactRecord {
+            id: format!("con-{}", inner.seq),
+            account_id: Some(account_id.into()),
+            fields: fields.clone(),
+        };
+        inner.contacts.insert(c.id.clone(), c.clone());
+        Ok(c)
+    }
+
+    async fn list_solutions(&self, opportunity_id: &str) -> Result<Vec<SolutionRecord>, CrmError> {
+        Ok(self.call(1).solutions.values().filter(|(o, _)| o == opportunity_id).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn add_solution(
+        &self,
+        opportunity_id: &str,
+        solution_id: &str,
+        name: Option<&str>,
+    ) -> Result<SolutionRecord, CrmError> {
+        let mut inner = self.write(1)?;
+        if !inner.opportunities.contains_key(opportunity_id) {
+            return Err(not_found("opportunity", opportunity_id));
+        }
+        inner.seq += 1;
+        let row = SolutionRecord {
+            id: format!("sol-row-{}", inner.seq),
+            solution_id: solution_id.into(),
+            name: name.map(Into::into),
+        };
+        inner.solutions.insert(row.id.clone(), (opportunity_id.into(), row.clone()));
+        Ok(row)
+    }
+
+    async fn remove_solution(&self, solution_row_id: &str) -> Result<(), CrmError> {
+        let mut inner = self.write(1)?;
+        inner.solutions.remove(solution_row_id).map(|_| ()).ok_or_else(|| not_found("solution", solution_row_id))
+    }
+
+    async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
+        let inner = self.call(1);
+        let since: u64 = cursor.and_then(|c| c.0.parse().ok()).unwrap_or(0);
+        let entity = |lead| crate::sync::entity_name(self.kind, lead);
+        let mut changes: Vec<(u64, crate::crm::Change)> = inner
+            .opportunities
+            .values()
+            .filter(|(o, at)| *at > since && o.fields.cosell.sync == Some(true))
+            .filter_map(|(o, at)| {
+                Some((
+                    *at,
+                    crate::crm::Change {
+                        kind: ChangeKind::Opportunity,
+                        record: CrmRef::parse(entity(false), &o.id).ok()?,
+                        meta: o.meta.clone(),
+                        deleted: false,
+                    },
+                ))
+            })
+            .chain(inner.leads.values().filter(|(l, at)| *at > since && l.fields.cosell.sync == Some(true)).filter_map(
+                |(l, at)| {
+                    Some((
+                        *at,
+                        crate::crm::Change {
+                            kind: ChangeKind::Lead,
+                            record: CrmRef::parse(entity(true), &l.id).ok()?,
+                            meta: l.meta.clone(),
+                            deleted: false,
+                        },
+                    ))
+                },
+            ))
+            .collect();
+        changes.sort_by_key(|(at, _)| *at);
+        Ok(ChangeBatch {
+            changes: changes.into_iter().map(|(_, c)| c).collect(),
+            next: ChangeCursor(inner.seq.to_string()),
+            full_resync: cursor.is_none(),
+        })
+    }
+}
