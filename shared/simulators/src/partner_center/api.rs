@@ -646,5 +646,6 @@ async fn get_validation_event(
 // Certificate
 
 async fn certificate(State(sim): State<Arc<Sim>>) -> Response {
+    sim.lock().certificate_downloads += 1;
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/pkix-cert")], sim.signer.cert_der.to_vec()).into_response()
 }

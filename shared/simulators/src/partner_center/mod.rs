@@ -209,6 +209,7 @@ pub(crate) struct Inner {
     pub faults: Vec<Fault>,
     pub auth: auth::AuthState,
     pub api_calls: u64,
+    pub certificate_downloads: u64,
 }
 
 /// Shared state of a running simulator.
@@ -396,6 +397,26 @@ impl SimHandle {
     /// Number of Referrals/Webhooks API calls served (faulted ones included).
     pub fn api_calls(&self) -> u64 {
         self.sim.lock().api_calls
+    }
+
+    /// Access tokens issued by the token endpoint so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.sim.lock().auth.tokens_issued
+    }
+
+    /// How often the signing certificate was downloaded.
+    pub fn certificate_downloads(&self) -> u64 {
+        self.sim.lock().certificate_downloads
+    }
+
+    /// The stored referral, as the API would return it (no auth, no budget).
+    pub fn referral(&self, id: &str) -> Option<serde_json::Value> {
+        self.sim.lock().referrals.get(id).map(|s| s.doc.clone())
+    }
+
+    /// Adds or replaces a user of the password grant.
+    pub fn upsert_user(&self, user: SimUser) {
+        self.sim.lock().auth.upsert_user(user);
     }
 
     /// Stops both listeners and background jobs.
