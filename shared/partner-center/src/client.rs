@@ -214,8 +214,19 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
         next: Option<&str>,
     ) -> Result<Page<Referral>, PartnerCenterError> {
         let url = match next {
-            Some(link) => url::Url::parse(link)
-                .map_err(|e| PartnerCenterError::Unexpected(anyhow::anyhow!("bad @odata.nextLink {link:?}: {e}")))?,
+            Some(link) => {
+                let url = url::Url::parse(link).map_err(|e| {
+                    PartnerCenterError::Unexpected(anyhow::anyhow!("bad @odata.nextLink {link:?}: {e}"))
+                })?;
+                // Followed verbatim, but never to another origin: the bearer token goes with it.
+                if !same_origin(&self.referrals_base, &url) {
+                    return Err(PartnerCenterError::Unexpected(anyhow::anyhow!(
+                        "@odata.nextLink {link:?} points away from {}; not following it with our credentials",
+                        self.referrals_base
+                    )));
+                }
+                url
+            }
             None => {
                 let mut url = url::Url::parse(&self.referrals_url())
                     .map_err(|e| PartnerCenterError::Unexpected(anyhow::anyhow!("bad base URL: {e}")))?;
@@ -398,6 +409,11 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     }
 }
 
+/// Whether `link` has the same scheme, host and port as `base`.
+fn same_origin(base: &str, link: &url::Url) -> bool {
+    url::Url::parse(base).is_ok_and(|b| b.origin() == link.origin())
+}
+
 fn same_registration(a: &WebhookRegistration, b: &WebhookRegistration) -> bool {
     let set = |r: &WebhookRegistration| {
         let mut v: Vec<String> = r.webhook_events.iter().map(|e| e.to_ascii_lowercase()).collect();
@@ -434,5 +450,35 @@ impl<B: ApiBudget> PartnerCenter for PartnerCenterClient<B> {
         if_match: Option<&ETag>,
     ) -> Result<Referral, PartnerCenterError> {
         PartnerCenterClient::patch_referral(self, id, ops, if_match).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_are_only_followed_on_the_api_origin() {
+        let base = "https://api.partner.microsoft.com";
+        let ok = url::Url::parse("https://api.partner.microsoft.com/v1.0/referrals?$skiptoken=abc").unwrap();
+        assert!(same_origin(base, &ok));
+        for bad in [
+            "https://evil.example/v1.0/referrals?$skiptoken=abc",
+            "http://api.partner.microsoft.com/v1.0/referrals",
+            "https://api.partner.microsoft.com:8443/v1.0/referrals",
+        ] {
+            assert!(!same_origin(base, &url::Url::parse(bad).unwrap()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn registrations_compare_events_as_sets_case_insensitively() {
+        let a = WebhookRegistration::for_connector("https://x/hook", true);
+        let mut b = a.clone();
+        b.webhook_events.reverse();
+        b.webhook_events[0] = b.webhook_events[0].to_uppercase();
+        assert!(same_registration(&a, &b));
+        b.signature_token_to_ms_signature_header = Some(false);
+        assert!(!same_registration(&a, &b));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cosell_core::referral::ResourceChangeEvent;
@@ -271,6 +271,10 @@ pub struct VerifierConfig {
     /// When set, the signing certificate must be signed by one of these (DER).
     pub trust_anchors: Vec<Vec<u8>>,
     pub fetch_timeout: Duration,
+    /// A certificate that fails to verify a delivery (or has expired) is fetched again, in case
+    /// Microsoft rotated it behind the same URL — but at most once per this interval, so forged
+    /// deliveries cannot make the receiver hammer the certificate host.
+    pub refetch_interval: Duration,
     /// Test-only escape hatch: accept `http://` certificate URLs. Off by default; never enable in
     /// production (the certificate would then be spoofable on the network path).
     pub allow_insecure_http_for_tests: bool,
@@ -286,6 +290,7 @@ impl Default for VerifierConfig {
             extra_tls_roots: Vec::new(),
             trust_anchors: Vec::new(),
             fetch_timeout: Duration::from_secs(15),
+            refetch_interval: Duration::from_secs(600),
             allow_insecure_http_for_tests: false,
         }
     }
@@ -304,7 +309,13 @@ pub enum VerifierBuildError {
 pub struct WebhookVerifier {
     config: VerifierConfig,
     http: reqwest::Client,
-    cache: Mutex<HashMap<String, Arc<SigningCertificate>>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    cert: Arc<SigningCertificate>,
+    fetched_at: Instant,
 }
 
 impl WebhookVerifier {
@@ -348,10 +359,22 @@ impl WebhookVerifier {
 
     /// The certificate at `url`, fetched once and cached.
     pub async fn certificate(&self, url: &url::Url) -> Result<Arc<SigningCertificate>, Rejection> {
+        Ok(self.cached_or_fetch(url, false).await?.0)
+    }
+
+    /// Returns the cached certificate, or fetches it; with `refresh`, fetches again if the cached
+    /// copy is older than `refetch_interval`. The flag says whether a fetch happened.
+    async fn cached_or_fetch(
+        &self,
+        url: &url::Url,
+        refresh: bool,
+    ) -> Result<(Arc<SigningCertificate>, bool), Rejection> {
         // Holding the lock across the fetch makes concurrent first deliveries wait for one fetch.
         let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.get(url.as_str()) {
-            return Ok(c.clone());
+        if let Some(c) = cache.get(url.as_str())
+            && (!refresh || c.fetched_at.elapsed() < self.config.refetch_interval)
+        {
+            return Ok((c.cert.clone(), false));
         }
         let resp =
             self.http.get(url.clone()).send().await.map_err(|e| Rejection::CertificateUnavailable(e.to_string()))?;
@@ -367,8 +390,20 @@ impl WebhookVerifier {
             cert.check_chain(&self.config.trust_anchors)?;
         }
         let cert = Arc::new(cert);
-        cache.insert(url.as_str().to_owned(), cert.clone());
-        Ok(cert)
+        cache.insert(url.as_str().to_owned(), Cached { cert: cert.clone(), fetched_at: Instant::now() });
+        Ok((cert, true))
+    }
+
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+        cert: &SigningCertificate,
+    ) -> Result<DeliveredEvent, Rejection> {
+        if !cert.valid_at(chrono::Utc::now().timestamp()) {
+            return Err(Rejection::CertificateInvalid("outside its validity period".into()));
+        }
+        verify(headers, raw_body, cert, &self.config.organization, self.config.max_body_bytes)
     }
 
     /// The whole check, for a receiver: cheap checks first (no fetch for junk), then the
@@ -385,11 +420,15 @@ impl WebhookVerifier {
     async fn verify_inner(&self, headers: &HeaderMap, raw_body: &[u8]) -> Result<DeliveredEvent, Rejection> {
         precheck(headers, raw_body, self.config.max_body_bytes)?;
         let url = self.certificate_url(headers)?;
-        let cert = self.certificate(&url).await?;
-        if !cert.valid_at(chrono::Utc::now().timestamp()) {
-            return Err(Rejection::CertificateInvalid("outside its validity period".into()));
+        let (cert, fresh) = self.cached_or_fetch(&url, false).await?;
+        match self.check(headers, raw_body, &cert) {
+            Err(Rejection::BadSignature | Rejection::CertificateInvalid(_)) if !fresh => {
+                // Maybe rotated: look again (rate-limited), and judge with what we then hold.
+                let (cert, _) = self.cached_or_fetch(&url, true).await?;
+                self.check(headers, raw_body, &cert)
+            }
+            other => other,
         }
-        verify(headers, raw_body, &cert, &self.config.organization, self.config.max_body_bytes)
     }
 }
 

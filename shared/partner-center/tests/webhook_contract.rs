@@ -263,3 +263,31 @@ async fn webhooks_token(sim: &SimHandle) -> String {
         .unwrap();
     v["access_token"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn a_failing_signature_refetches_the_certificate_at_most_once_per_interval() {
+    let sim = sim().await;
+    let body = body();
+    let good = signed_headers(&sim, &sim.sign(&body));
+    let mut tampered = body.clone();
+    tampered[5] ^= 0x01;
+
+    // Default interval (10 minutes): a burst of bad deliveries costs no extra download.
+    let v = verifier(&sim);
+    v.verify(&good, &body).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(v.verify(&good, &tampered).await.unwrap_err(), Rejection::BadSignature);
+    }
+    assert_eq!(sim.certificate_downloads(), 1);
+
+    // With no interval, a failure looks again once (a rotated certificate would be picked up).
+    let eager =
+        WebhookVerifier::new(VerifierConfig { refetch_interval: std::time::Duration::ZERO, ..verifier_config(&sim) })
+            .unwrap();
+    eager.verify(&good, &body).await.unwrap();
+    assert_eq!(eager.verify(&good, &tampered).await.unwrap_err(), Rejection::BadSignature);
+    assert_eq!(sim.certificate_downloads(), 3);
+    // And genuine deliveries still pass from the cache.
+    eager.verify(&good, &body).await.unwrap();
+    assert_eq!(sim.certificate_downloads(), 3);
+}
