@@ -514,3 +514,89 @@ async fn inbound_co_sell_referral_expires_after_fourteen_days_and_emits_events()
     assert!(names.contains(&"related-referral-updated".to_owned()));
     assert!(names.contains(&"referral-updated".to_owned()), "expiry is an update: {names:?}");
 }
+
+#[tokio::test]
+async fn put_media_type_select_and_v2_refresh_follow_the_reference() {
+    let sim = sim().await;
+    let http = reqwest::Client::new();
+    // v2 token: numbers are numbers, and the refresh grant works.
+    let form = |extra: &str| {
+        format!(
+            "client_id={DEFAULT_CLIENT_ID}&client_secret={DEFAULT_CLIENT_SECRET}&scope=https%3A%2F%2Fapi.partner.microsoft.com%2F.default%20offline_access&{extra}"
+        )
+    };
+    let t: Value = http
+        .post(sim.token_url_v2("tenant-id"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&format!(
+            "grant_type=password&username={}&password={DEFAULT_PASSWORD}",
+            DEFAULT_USERNAME.replace('@', "%40")
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["expires_in"], 3600);
+    let refreshed: Value = http
+        .post(sim.token_url_v2("tenant-id"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&format!("grant_type=refresh_token&refresh_token={}", t["refresh_token"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tok = refreshed["access_token"].as_str().unwrap().to_owned();
+
+    // A create that is not JSON: 415.
+    let resp = http
+        .post(format!("{}/v1.0/engagements/referrals", sim.base_url()))
+        .bearer_auth(&tok)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+
+    let created: Value = create(&http, &sim, &tok, &minimal_create_body("put me")).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let url = format!("{}/v1.0/engagements/referrals/{id}", sim.base_url());
+    // PUT (obsolete) needs If-Match and a body without links.
+    let mut body = created.clone();
+    body.as_object_mut().unwrap().remove("links");
+    body["name"] = json!("renamed");
+    let resp = http.put(&url).bearer_auth(&tok).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "PUT without If-Match is refused");
+    let resp = http
+        .put(&url)
+        .bearer_auth(&tok)
+        .header("If-Match", created["eTag"].as_str().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let put: Value = resp.json().await.unwrap();
+    assert_eq!(put["name"], "renamed");
+    assert_eq!(put["id"], created["id"]);
+    assert_ne!(put["eTag"], created["eTag"]);
+    assert!(put["links"]["self"].is_object(), "server-owned links come back");
+
+    // $select projects the listed properties.
+    let page: Value = http
+        .get(format!("{}/v1.0/engagements/referrals?$select=id,status", sim.base_url()))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = page["value"][0].as_object().unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.contains_key("id") && first.contains_key("status"));
+}

@@ -130,7 +130,9 @@ async fn deliver(sim: Arc<Sim>, id: u64, url: String, ms_header: bool, body: Str
             .body(body.clone());
         req = if ms_header {
             // Microsoft's sample reads this header as "Signature <b64>" and splits on the space.
-            req.header("x-ms-signature", format!("Signature {signature}"))
+            let value =
+                if sim.config.ms_signature_with_scheme { format!("Signature {signature}") } else { signature.clone() };
+            req.header("x-ms-signature", value)
         } else {
             req.header("authorization", format!("Signature {signature}"))
         };

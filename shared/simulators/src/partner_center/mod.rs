@@ -53,8 +53,9 @@ pub enum NextLinkStyle {
     Engagements,
 }
 
-/// Where the signature goes when the registration did not choose (`SignatureTokenToMsSignatureHeader`
-/// absent or false puts it in `Authorization`, per the docs).
+/// Simulator settings. Behaviour the reference marks as inferred ([INF]/[GAP]) is a setting here
+/// rather than a silent guess: create status, nextLink form, delivery backoff, the `x-ms-signature`
+/// value format.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address of the API listener (HTTP). Default `127.0.0.1:0`.
@@ -90,6 +91,9 @@ pub struct Config {
     pub require_auth: bool,
     /// `POST …/validationEvents` allowed per minute (2, documented).
     pub validation_events_per_minute: usize,
+    /// When a registration asks for `x-ms-signature`, write its value as `Signature <b64>` (as
+    /// Microsoft's sample reads it) or as the bare base64 ([INF]: the docs do not show the value).
+    pub ms_signature_with_scheme: bool,
 }
 
 impl Default for Config {
@@ -117,6 +121,7 @@ impl Default for Config {
             token_lifetime: Duration::hours(1),
             require_auth: true,
             validation_events_per_minute: 2,
+            ms_signature_with_scheme: true,
         }
     }
 }
