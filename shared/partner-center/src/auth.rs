@@ -122,9 +122,26 @@ impl TokenProvider {
         self.acquire(&mut state, resource).await
     }
 
-    /// Drops the cached token for `resource` (after a 401: it was revoked or the clock is off).
+    /// An app-only token (client credentials) for `resource`. The Webhooks API accepts these; the
+    /// Referrals API does not.
+    pub async fn app_token(&self, resource: &str) -> Result<SecretString, PartnerCenterError> {
+        let key = app_key(resource);
+        let mut state = self.state.lock().await;
+        if let Some(c) = state.cache.get(&key)
+            && Instant::now() < c.renew_at
+        {
+            return Ok(c.token.clone());
+        }
+        let resp = self.request(resource, Grant::ClientCredentials).await?;
+        let token = self.store(&mut state, &key, resp);
+        Ok(token)
+    }
+
+    /// Drops the cached tokens for `resource` (after a 401: revoked, or the clock is off).
     pub async fn invalidate(&self, resource: &str) {
-        self.state.lock().await.cache.remove(resource);
+        let mut state = self.state.lock().await;
+        state.cache.remove(resource);
+        state.cache.remove(&app_key(resource));
     }
 
     async fn acquire(&self, state: &mut TokenState, resource: &str) -> Result<SecretString, PartnerCenterError> {
@@ -183,6 +200,9 @@ impl TokenProvider {
                 form.append_pair("grant_type", "refresh_token");
                 form.append_pair("refresh_token", rt.expose_secret());
             }
+            Grant::ClientCredentials => {
+                form.append_pair("grant_type", "client_credentials");
+            }
         }
         match self.config.endpoint {
             TokenEndpoint::V1 => {
@@ -224,6 +244,11 @@ impl TokenProvider {
 enum Grant<'a> {
     Password { username: &'a str, password: &'a SecretString },
     Refresh(&'a SecretString),
+    ClientCredentials,
+}
+
+fn app_key(resource: &str) -> String {
+    format!("app-only {resource}")
 }
 
 /// Maps Entra's AADSTS codes to errors an operator can act on (R14, R17).

@@ -24,6 +24,9 @@ pub struct ClientConfig {
     /// Base of the Webhooks API, without `/webhooks` (default `https://api.partnercenter.microsoft.com`).
     pub webhooks_base_url: String,
     pub auth: AuthConfig,
+    /// Call the Webhooks API with an app-only (client credentials) token instead of the user's.
+    /// The docs allow both; the connectors sign in as a Referrals admin (the default, `false`).
+    pub webhooks_app_only: bool,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -34,6 +37,7 @@ impl ClientConfig {
             referrals_base_url: REFERRALS_RESOURCE.to_owned(),
             webhooks_base_url: WEBHOOKS_RESOURCE.to_owned(),
             auth,
+            webhooks_app_only: false,
             timeout: Duration::from_secs(30),
         }
     }
@@ -46,6 +50,7 @@ pub struct PartnerCenterClient<B> {
     webhooks_base: String,
     http: reqwest::Client,
     tokens: Arc<TokenProvider>,
+    webhooks_app_only: bool,
     budget: B,
 }
 
@@ -136,6 +141,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
             webhooks_base: config.webhooks_base_url.trim_end_matches('/').to_owned(),
             http,
             tokens,
+            webhooks_app_only: config.webhooks_app_only,
             budget,
         })
     }
@@ -160,7 +166,11 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
             ApiKind::Webhooks => WEBHOOKS_RESOURCE,
         };
         for attempt in 0..2 {
-            let token: SecretString = self.tokens.token(resource).await?;
+            let token: SecretString = if api == ApiKind::Webhooks && self.webhooks_app_only {
+                self.tokens.app_token(resource).await?
+            } else {
+                self.tokens.token(resource).await?
+            };
             self.budget.charge(Api::PartnerCenter, 1).await?;
             let request_id = uuid::Uuid::new_v4().to_string();
             let mut req = build(&self.http)

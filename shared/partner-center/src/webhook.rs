@@ -17,6 +17,8 @@ use x509_parser::public_key::PublicKey;
 
 /// Bodies larger than this are refused (the real callbacks are a few hundred bytes).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The organisation Microsoft's sample requires in the certificate issuer.
+pub const DEFAULT_ORGANIZATION: &str = "Microsoft Corporation";
 /// The host Microsoft serves the signing certificate from (seen in docs and the wild).
 pub const MICROSOFT_CERT_HOST: &str = "3psostorageacct.blob.core.windows.net";
 
@@ -233,10 +235,16 @@ pub fn precheck(headers: &HeaderMap, raw_body: &[u8], max_body_bytes: usize) -> 
     }
 }
 
+/// Verifies a delivery against an already-fetched certificate with the defaults (organisation
+/// `Microsoft Corporation`, 1 MiB body cap). Pure: no I/O, no clock. See [`verify_with`].
+pub fn verify(headers: &HeaderMap, raw_body: &[u8], cert: &SigningCertificate) -> Result<DeliveredEvent, Rejection> {
+    verify_with(headers, raw_body, cert, DEFAULT_ORGANIZATION, DEFAULT_MAX_BODY_BYTES)
+}
+
 /// Verifies a delivery against an already-fetched certificate: content type, size, algorithm,
 /// organisation, then RSASSA-PKCS1-v1_5 / SHA-256 over the exact raw body, then the body's shape.
 /// Pure: no I/O, no clock.
-pub fn verify(
+pub fn verify_with(
     headers: &HeaderMap,
     raw_body: &[u8],
     cert: &SigningCertificate,
@@ -285,7 +293,7 @@ impl Default for VerifierConfig {
         Self {
             allowed_cert_hosts: vec![MICROSOFT_CERT_HOST.to_owned()],
             allowed_cert_ports: Vec::new(),
-            organization: "Microsoft Corporation".to_owned(),
+            organization: DEFAULT_ORGANIZATION.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             extra_tls_roots: Vec::new(),
             trust_anchors: Vec::new(),
@@ -403,7 +411,7 @@ impl WebhookVerifier {
         if !cert.valid_at(chrono::Utc::now().timestamp()) {
             return Err(Rejection::CertificateInvalid("outside its validity period".into()));
         }
-        verify(headers, raw_body, cert, &self.config.organization, self.config.max_body_bytes)
+        verify_with(headers, raw_body, cert, &self.config.organization, self.config.max_body_bytes)
     }
 
     /// The whole check, for a receiver: cheap checks first (no fetch for junk), then the

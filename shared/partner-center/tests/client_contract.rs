@@ -423,3 +423,23 @@ async fn validation_event_delivery_status_is_readable() {
     let missing = pc.validation_event("nope").await;
     assert!(matches!(missing, Err(PartnerCenterError::NotFound(_))));
 }
+
+#[tokio::test]
+async fn webhooks_api_can_use_an_app_only_token() {
+    let sim = sim().await;
+    let config = ClientConfig {
+        referrals_base_url: sim.base_url().to_owned(),
+        webhooks_base_url: sim.base_url().to_owned(),
+        webhooks_app_only: true,
+        // A user that could not sign in: proves the webhook calls do not need one.
+        ..ClientConfig::new(auth(&sim, password("nobody@partner.example", "nope")))
+    };
+    let pc = PartnerCenterClient::new(config, CountingBudget::default()).unwrap();
+    let reg = WebhookRegistration::for_connector("https://receiver.example/hook", false);
+    let (_, wrote) = pc.ensure_registration(&reg).await.unwrap();
+    assert!(wrote);
+    assert_eq!(sim.tokens_issued(), 1);
+    // The Referrals API still needs the user, and says so.
+    let err = pc.list_referrals(&ReferralQuery::default(), None).await.unwrap_err();
+    assert!(matches!(err, PartnerCenterError::Unauthenticated(_)), "{err:?}");
+}

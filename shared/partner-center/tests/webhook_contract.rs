@@ -171,13 +171,14 @@ async fn trust_roots_organisation_and_tls_are_all_enforced() {
 
     // The pure function gives the same verdicts with a certificate in hand.
     let cert = webhook::SigningCertificate::parse(&sim.signing_certificate_der()).unwrap();
-    assert!(webhook::verify(&headers, &body, &cert, "Microsoft Corporation", 4096).is_ok());
+    assert!(webhook::verify(&headers, &body, &cert).is_ok());
+    assert_eq!(
+        webhook::verify_with(&headers, &body, &cert, "Microsoft Corporation", 16).unwrap_err().reason(),
+        "body_too_large"
+    );
     let mut tampered = body.clone();
     tampered[10] ^= 0x20;
-    assert_eq!(
-        webhook::verify(&headers, &tampered, &cert, "Microsoft Corporation", 4096).unwrap_err(),
-        Rejection::BadSignature
-    );
+    assert_eq!(webhook::verify(&headers, &tampered, &cert).unwrap_err(), Rejection::BadSignature);
 }
 
 type Verdicts = Arc<Mutex<Vec<Result<EventName, (&'static str, u16)>>>>;
