@@ -73,16 +73,17 @@ impl Rejection {
         }
     }
 
-    /// The status to answer with: 401 for anything that fails authentication, 400 for a malformed
-    /// request, 413 too large, 415 wrong media type. A certificate that cannot be fetched right now
-    /// is a 503 so that Partner Center retries the delivery.
+    /// The status to answer with: 401 for anything that fails authentication (including a
+    /// certificate that cannot be fetched: the delivery cannot be authenticated; Partner Center
+    /// retries any non-2xx, so nothing is lost), 400 for a malformed request, 413 too large,
+    /// 415 wrong media type.
     pub fn status(&self) -> u16 {
         match self {
             Self::WrongContentType(_) => 415,
             Self::BodyTooLarge { .. } => 413,
             Self::MalformedSignature | Self::MalformedBody(_) => 400,
-            Self::CertificateUnavailable(_) => 503,
-            Self::MissingSignature
+            Self::CertificateUnavailable(_)
+            | Self::MissingSignature
             | Self::UnsupportedAlgorithm(_)
             | Self::MissingCertificateUrl
             | Self::CertificateUrlNotAllowed(_)
@@ -195,16 +196,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Rej
 /// Finds and decodes the signature: `Authorization: Signature <b64>`, else `x-ms-signature`
 /// (`Signature <b64>` as Microsoft's sample sends it, or the bare base64).
 fn signature(headers: &HeaderMap) -> Result<(Vec<u8>, SignatureHeader), Rejection> {
-    let (raw, place) = match header(headers, "authorization")? {
-        Some(v) if v.trim_start().len() >= 10 && v.trim_start()[..10].eq_ignore_ascii_case("signature ") => {
-            (v.trim_start()[10..].trim(), SignatureHeader::Authorization)
-        }
-        _ => match header(headers, "x-ms-signature")? {
-            Some(v) => {
-                let v = v.trim();
-                let v = if v.len() >= 10 && v[..10].eq_ignore_ascii_case("signature ") { v[10..].trim() } else { v };
-                (v, SignatureHeader::XMsSignature)
-            }
+    // `Signature <b64>` → `<b64>`; `None` when the value does not use the Signature scheme.
+    fn strip_scheme(v: &str) -> Option<&str> {
+        let v = v.trim();
+        let scheme = v.get(..10)?;
+        scheme.eq_ignore_ascii_case("signature ").then(|| v.get(10..).unwrap_or_default().trim())
+    }
+    let (raw, place) = match header(headers, "authorization")?.and_then(strip_scheme) {
+        Some(v) => (v, SignatureHeader::Authorization),
+        None => match header(headers, "x-ms-signature")? {
+            Some(v) => (strip_scheme(v).unwrap_or(v.trim()), SignatureHeader::XMsSignature),
             None => return Err(Rejection::MissingSignature),
         },
     };
@@ -454,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn every_rejection_has_a_4xx_or_retryable_status_and_its_own_reason() {
+    fn every_rejection_has_a_4xx_status_and_its_own_reason() {
         let all = [
             Rejection::WrongContentType(String::new()),
             Rejection::BodyTooLarge { size: 2, max: 1 },
@@ -472,6 +473,7 @@ mod tests {
         ];
         let reasons: std::collections::HashSet<_> = all.iter().map(Rejection::reason).collect();
         assert_eq!(reasons.len(), all.len());
+        assert!(all.iter().all(|r| (400..500).contains(&r.status())));
         assert_eq!(Rejection::BodyTooLarge { size: 2, max: 1 }.status(), 413);
         assert_eq!(Rejection::WrongContentType(String::new()).status(), 415);
         assert_eq!(Rejection::MalformedSignature.status(), 400);

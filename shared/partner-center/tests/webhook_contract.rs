@@ -147,12 +147,12 @@ async fn trust_roots_organisation_and_tls_are_all_enforced() {
     let body = body();
     let headers = signed_headers(&sim, &sim.sign(&body));
 
-    // Without the test CA among its TLS roots the verifier cannot fetch the certificate: a 503, so
-    // Partner Center retries instead of losing the event.
+    // Without the test CA among its TLS roots the verifier cannot fetch the certificate (real TLS
+    // checks apply): the delivery cannot be authenticated.
     let no_tls_root =
         WebhookVerifier::new(VerifierConfig { extra_tls_roots: vec![], ..verifier_config(&sim) }).unwrap();
     let err = no_tls_root.verify(&headers, &body).await.unwrap_err();
-    assert_eq!((err.reason(), err.status()), ("certificate_unavailable", 503));
+    assert_eq!((err.reason(), err.status()), ("certificate_unavailable", 401));
 
     // A signing certificate that does not chain to the configured anchors.
     let other = TestCa::generate("Other Root", "Microsoft Corporation").unwrap();
