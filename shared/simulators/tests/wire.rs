@@ -600,3 +600,25 @@ async fn put_media_type_select_and_v2_refresh_follow_the_reference() {
     assert_eq!(first.len(), 2);
     assert!(first.contains_key("id") && first.contains_key("status"));
 }
+
+#[tokio::test]
+async fn top_can_cap_the_result_instead_of_sizing_pages() {
+    let config = Config { top_is_page_size: false, page_size: 4, ..Config::default() };
+    let sim = Simulator::start(config).await.unwrap();
+    let tok = token(&sim, "https://api.partner.microsoft.com").await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        create(&http, &sim, &tok, &minimal_create_body(&format!("d{i}"))).await;
+    }
+    let mut url = format!("{}/v1.0/engagements/referrals?$top=6", sim.base_url());
+    let mut sizes = Vec::new();
+    loop {
+        let page: Value = http.get(&url).bearer_auth(&tok).send().await.unwrap().json().await.unwrap();
+        sizes.push(page["value"].as_array().unwrap().len());
+        match page["@odata.nextLink"].as_str() {
+            Some(n) => url = n.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![4, 2], "6 results in pages of 4");
+}

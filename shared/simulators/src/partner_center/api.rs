@@ -211,6 +211,9 @@ struct SkipToken {
     sel: Option<String>,
     top: usize,
     skip: usize,
+    /// When `$top` caps the result (see `Config::top_is_page_size`): index past the last item.
+    #[serde(default)]
+    end: Option<usize>,
 }
 
 fn single(sim: &Sim, status: StatusCode, doc: &Value) -> Response {
@@ -269,7 +272,8 @@ async fn list_referrals(
             }
         }
         None => {
-            let top = match param("$top").map(|t| t.parse::<usize>()) {
+            let requested = param("$top").map(|t| t.parse::<usize>());
+            let top = match requested {
                 None => page_max,
                 Some(Ok(t)) if t >= 1 => t.min(page_max),
                 Some(_) => {
@@ -283,7 +287,11 @@ async fn list_referrals(
                     return pc_error(StatusCode::BAD_REQUEST, "invalidRequest", "$skip must be an integer.");
                 }
             };
-            SkipToken { f: param("$filter"), o: param("$orderby"), sel: param("$select"), top, skip }
+            let end = match requested {
+                Some(Ok(t)) if !sim.config.top_is_page_size => Some(skip.saturating_add(t)),
+                _ => None,
+            };
+            SkipToken { f: param("$filter"), o: param("$orderby"), sel: param("$select"), top, skip, end }
         }
     };
     let filter = match token.f.as_deref().map(odata::parse).transpose() {
@@ -295,14 +303,20 @@ async fn list_referrals(
         Err(f) => return f.into_response(),
     };
     let total = items.len();
-    let page: Vec<Value> =
-        items.into_iter().skip(token.skip).take(token.top).map(|doc| project(doc, token.sel.as_deref())).collect();
+    let end = token.end.unwrap_or(total).min(total);
+    let page: Vec<Value> = items
+        .into_iter()
+        .take(end)
+        .skip(token.skip)
+        .take(token.top)
+        .map(|doc| project(doc, token.sel.as_deref()))
+        .collect();
     let mut out = Map::new();
     out.insert("@odata.context".into(), json!(format!("{}/v1.0/$metadata#Referrals", sim.base_url)));
     out.insert("@odata.count".into(), json!(total));
     out.insert("value".into(), Value::Array(page));
     let next_skip = token.skip + token.top;
-    if next_skip < total {
+    if next_skip < end {
         let next = SkipToken { skip: next_skip, ..token };
         let raw =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&next).unwrap_or_default());

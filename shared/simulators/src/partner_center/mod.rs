@@ -68,6 +68,9 @@ pub struct Config {
     /// Page size of list calls (the service's is 100; `$top` may lower it).
     pub page_size: usize,
     pub next_link_style: NextLinkStyle,
+    /// `$top` as the page size (the reference's [INF] choice, default) or, when false, as a cap on
+    /// the whole result as in standard OData.
+    pub top_is_page_size: bool,
     /// Status of a successful create: 200 per the connector swagger; 201 as a toggle ([INF]).
     pub create_status: u16,
     /// New referrals expire after this long without an answer (14 days, documented).
@@ -105,6 +108,7 @@ impl Default for Config {
             clock: Arc::new(ManualClock::new(Utc::now())),
             page_size: 100,
             next_link_style: NextLinkStyle::Documented,
+            top_is_page_size: true,
             create_status: 200,
             expiry: Duration::days(14),
             delivery_attempts: 10,
