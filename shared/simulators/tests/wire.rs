@@ -622,3 +622,37 @@ async fn top_can_cap_the_result_instead_of_sizing_pages() {
     }
     assert_eq!(sizes, vec![4, 2], "6 results in pages of 4");
 }
+
+#[tokio::test]
+async fn registration_edge_cases_answer_with_csp_error_bodies() {
+    let sim = sim().await;
+    let http = reqwest::Client::new();
+    let tok = token(&sim, "https://api.partnercenter.microsoft.com").await;
+    let reg_url = format!("{}/webhooks/v1/registration", sim.base_url());
+    // Validation events need a registration that includes test-created.
+    let resp = http.post(format!("{reg_url}/validationEvents")).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["description"].as_str().unwrap().contains("test-created"));
+    assert!(err.get("code").is_some() && err.get("source").is_some());
+    // Unknown event names and relative URLs are refused.
+    let bad = json!({"WebhookUrl": "https://x.example/hook", "WebhookEvents": ["referral-deleted"]});
+    assert_eq!(http.post(&reg_url).bearer_auth(&tok).json(&bad).send().await.unwrap().status(), 400);
+    let bad = json!({"WebhookUrl": "/hook", "WebhookEvents": ["referral-created"]});
+    assert_eq!(http.post(&reg_url).bearer_auth(&tok).json(&bad).send().await.unwrap().status(), 400);
+    // DELETE is a simulator extension: 204, then 404.
+    let ok = json!({"WebhookUrl": "https://x.example/hook", "WebhookEvents": ["referral-created"]});
+    assert_eq!(http.post(&reg_url).bearer_auth(&tok).json(&ok).send().await.unwrap().status(), 200);
+    assert_eq!(http.delete(&reg_url).bearer_auth(&tok).send().await.unwrap().status(), 204);
+    assert_eq!(http.delete(&reg_url).bearer_auth(&tok).send().await.unwrap().status(), 404);
+    // Unsupported $orderby is a Referrals API 400.
+    let pc = token(&sim, "https://api.partner.microsoft.com").await;
+    let resp = http
+        .get(format!("{}/v1.0/engagements/referrals?$orderby=name", sim.base_url()))
+        .bearer_auth(&pc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "invalidRequest");
+}

@@ -1,6 +1,25 @@
 //! The control API under `/_sim/`: tests and demos act as the Microsoft seller (inbound referrals,
 //! accepting or declining co-sell invitations, updates, closing, Microsoft CRM ids), inject faults,
 //! move the clock, manage users and tokens, and read the delivery log. Not part of Partner Center.
+//!
+//! | method + path | body | effect |
+//! |---|---|---|
+//! | `GET /_sim/referrals` | – | every stored referral |
+//! | `POST /_sim/referrals/inbound` | partial referral (defaults fill the rest) | Microsoft refers a deal: the partner's referral New/Pending (Incoming, invited by `msft`), plus Microsoft's side when `Shared`; 201 `{referral, microsoftReferral}` |
+//! | `POST /_sim/referrals/{id}/accept` | – | Active/Accepted (e.g. Microsoft accepts a co-sell invitation) |
+//! | `POST /_sim/referrals/{id}/decline` | `{reason?}` | Closed/Declined |
+//! | `POST /_sim/referrals/{id}/update` | `{dealValue?, closingDateTime?, notes?, currency?}` | seller update |
+//! | `POST /_sim/referrals/{id}/close` | `{outcome: "won"\|"lost", reason?}` | Closed/Won or Closed/Lost |
+//! | `POST /_sim/referrals/{id}/msx` | `{microsoftMsxId}` | sets `trackingInfo.microsoftMsxId` |
+//! | `POST /_sim/referrals/{id}/patch` | JSON Patch array | any change, under the transition rules |
+//! | `GET/POST/DELETE /_sim/faults` | [`super::Fault`] | list / add / clear injected faults |
+//! | `GET /_sim/clock`, `POST /_sim/clock/advance` | `{seconds?, days?}` | read / move business time (runs expiry) |
+//! | `POST /_sim/expire` | – | run the 14-day expiry now |
+//! | `GET /_sim/deliveries` | – | webhook delivery log with every attempt |
+//! | `POST /_sim/users` | [`super::SimUser`] | add or replace a user (roles, expired password) |
+//! | `POST /_sim/auth/expire-refresh-tokens`, `…/expire-access-tokens` | – | force the credential paths |
+//!
+//! Every referral change made here emits the same webhook events as one made through the API.
 
 use std::sync::Arc;
 
