@@ -281,6 +281,20 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let config = AuthConfig::new(
+            "client",
+            SecretString::from("client-secret-value"),
+            UserCredentials::Password { username: "u@x".into(), password: SecretString::from("hunter2-password") },
+        );
+        let provider = TokenProvider::new(config.clone(), reqwest::Client::new());
+        for text in [format!("{config:?}"), format!("{provider:?}")] {
+            assert!(!text.contains("client-secret-value") && !text.contains("hunter2-password"), "{text}");
+            assert!(text.contains("u@x"));
+        }
+    }
+
+    #[test]
     fn expired_password_and_refresh_token_are_credentials_expired() {
         assert!(matches!(
             classify_aad_error(&aad(&[50055], "AADSTS50055: The password is expired.")),

@@ -656,3 +656,22 @@ async fn registration_edge_cases_answer_with_csp_error_bodies() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "invalidRequest");
 }
+
+#[tokio::test]
+async fn inbound_referrals_can_be_seeded_without_http_and_are_validated() {
+    let sim = sim().await;
+    let (lead, ms) = sim
+        .create_inbound(json!({"type": "Independent", "qualification": "MarketingQualified", "name": "A lead"}))
+        .unwrap();
+    assert!(ms.is_none(), "an Independent lead has no Microsoft side");
+    assert_eq!(lead["qualification"], "MarketingQualified");
+    assert_eq!(sim.referral(lead["id"].as_str().unwrap()).unwrap()["name"], "A lead");
+    assert!(sim.create_inbound(json!({"id": "has space"})).is_err());
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_sim/referrals/inbound", sim.base_url()))
+        .json(&json!({"details": "not an object"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

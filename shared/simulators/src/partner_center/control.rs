@@ -69,7 +69,17 @@ async fn all_referrals(State(sim): State<Arc<Sim>>) -> Json<Value> {
 /// (Incoming, invited by `msft`), with Microsoft's own side of the engagement beside it when Shared.
 /// The body is a (partial) referral; defaults make a complete co-sell opportunity.
 async fn inbound(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Response {
-    let Value::Object(fields) = body else { return failure(StatusCode::BAD_REQUEST, "body must be a JSON object") };
+    match create_inbound(&sim, body) {
+        Ok((referral, microsoft)) => {
+            (StatusCode::CREATED, Json(json!({"referral": referral, "microsoftReferral": microsoft}))).into_response()
+        }
+        Err(message) => failure(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// See [`inbound`]. Returns the partner's referral and Microsoft's side (when `Shared`).
+pub(crate) fn create_inbound(sim: &Arc<Sim>, body: Value) -> Result<(Value, Option<Value>), String> {
+    let Value::Object(fields) = body else { return Err("body must be a JSON object".into()) };
     let now = sim.clock.now();
     let at = |t: chrono::DateTime<chrono::Utc>| json!(cosell_core::referral::WireTime(t).to_wire());
     let engagement = uuid::Uuid::new_v4().to_string();
@@ -104,6 +114,9 @@ async fn inbound(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Respon
     doc.insert("updatedDateTime".into(), at(now));
     doc.insert("expirationDateTime".into(), at(now + sim.config.expiry));
     doc.insert("target".into(), json!([{"type": "BusinessProfileLocation", "id": partner.organization_id}]));
+    // Whatever the caller overrode must still be a referral the API could return.
+    serde_json::from_value::<cosell_core::referral::Referral>(Value::Object(doc.clone()))
+        .map_err(|e| format!("not a valid referral: {e}"))?;
     let mut inner = sim.lock();
     let microsoft = shared.then(|| {
         let mut ms = doc.clone();
@@ -120,9 +133,9 @@ async fn inbound(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Respon
     let created = inner.referrals.insert(doc, Owner::Partner, &sim.base_url);
     drop(inner);
     if let Some(id) = created.get("id").and_then(Value::as_str) {
-        delivery::emit(&sim, EventName::ReferralCreated, id);
+        delivery::emit(sim, EventName::ReferralCreated, id);
     }
-    (StatusCode::CREATED, Json(json!({"referral": created, "microsoftReferral": microsoft}))).into_response()
+    Ok((created, microsoft))
 }
 
 /// Applies `ops` as the service itself (no eTag, no read-only check, transition rules enforced).

@@ -423,6 +423,16 @@ impl SimHandle {
         self.sim.lock().referrals.get(id).map(|s| s.doc.clone())
     }
 
+    /// What `POST /_sim/referrals/inbound` does, without HTTP: a Microsoft seller refers a deal to the
+    /// partner. `partial` overrides the demo defaults. Returns the partner's referral and, for a
+    /// `Shared` one, Microsoft's side. Errors when the overrides do not make a valid referral.
+    pub fn create_inbound(
+        &self,
+        partial: serde_json::Value,
+    ) -> Result<(serde_json::Value, Option<serde_json::Value>), String> {
+        control::create_inbound(&self.sim, partial)
+    }
+
     /// Adds or replaces a user of the password grant.
     pub fn upsert_user(&self, user: SimUser) {
         self.sim.lock().auth.upsert_user(user);
