@@ -510,6 +510,19 @@ mod tests {
         assert_eq!(precheck(&headers(&[json, ("x-ms-signature", "AAAA"), alg]), b"{}", 10), Ok(()));
     }
 
+    proptest::proptest! {
+        /// Arbitrary header values are rejected or accepted, never a panic.
+        #[test]
+        fn arbitrary_signature_headers_never_panic(auth in "\\PC{0,40}", ms in "[ -~]{0,40}", alg in "[ -~]{0,12}") {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            if let Ok(v) = HeaderValue::from_str(&auth) { h.insert("authorization", v); }
+            if let Ok(v) = HeaderValue::from_str(&ms) { h.insert("x-ms-signature", v); }
+            if let Ok(v) = HeaderValue::from_str(&alg) { h.insert("x-ms-signature-algorithm", v); }
+            let _ = precheck(&h, b"{}", 1024);
+        }
+    }
+
     #[test]
     fn certificate_url_must_be_https_on_an_allowed_host_without_extras() {
         let v = WebhookVerifier::new(VerifierConfig::default()).unwrap();

@@ -344,6 +344,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Bad input is an error, never a panic.
+        #[test]
+        fn arbitrary_filters_never_panic(input in "\\PC{0,60}") {
+            if let Ok(e) = parse(&input) {
+                let _ = matches(&e, &doc());
+            }
+        }
+
+        #[test]
+        fn filter_like_inputs_never_panic(input in "[a-z/() ':0-9TZ.-]{0,60}") {
+            if let Ok(e) = parse(&input) {
+                let _ = matches(&e, &doc());
+            }
+        }
+    }
+
     #[test]
     fn unsupported_syntax_is_an_error() {
         assert!(parse("status eq").is_err());
