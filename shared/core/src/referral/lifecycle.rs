@@ -247,6 +247,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever sequence of writes is attempted, a closed referral never changes again and an
+        /// active one never goes back to New.
+        #[test]
+        fn no_write_sequence_leaves_a_terminal_state_or_reopens(moves in proptest::collection::vec(0usize..7, 1..30)) {
+            let mut state = Lifecycle::NewPending;
+            for m in moves {
+                let next = Lifecycle::ALL[m];
+                match state.check_move(next) {
+                    Ok(()) => {
+                        proptest::prop_assert!(!state.is_terminal());
+                        proptest::prop_assert!(!(state.status() == ReferralStatus::Active && next.status() == ReferralStatus::New));
+                        state = next;
+                    }
+                    Err(_) => proptest::prop_assert!(state.is_terminal() || next.status() == ReferralStatus::New),
+                }
+            }
+        }
+    }
+
     fn referral(kind: ReferralType, q: Qualification, invited_by: Option<&str>) -> Referral {
         Referral {
             referral_type: Some(kind),

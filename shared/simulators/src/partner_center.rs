@@ -1,1 +1,0 @@
-//! Partner Center simulator (in progress on this branch).
