@@ -1,5 +1,9 @@
-//! The Partner Center port in memory: eTags that change on every write, `If-Match`, the transition
-//! rules, terminal states, engagements. For engine tests; the wire-faithful simulator is elsewhere.
+//! The Partner Center port in memory, with the service's write rules: server-set id, engagement,
+//! status and eTag on create (as the simulator does), eTags that change on every write, `If-Match`,
+//! the transition table, terminal states, paging. Filters: only `engagementId eq '…'` (anything else
+//! is refused, never silently ignored). For engine tests; the wire-faithful simulator is elsewhere.
+
+use std::collections::VecDeque;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,15 +15,28 @@ use crate::clock::Clock;
 use crate::ids::ReferralId;
 use crate::ports::partner_center::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use crate::ports::state::Page;
-use crate::referral::{ETag, PatchOp, Referral, WireTime, apply_patch};
+use crate::referral::{ETag, Lifecycle, PatchOp, Referral, WireTime, apply_patch};
 
-#[derive(Debug, Default)]
+type Failure = Box<dyn FnOnce() -> PartnerCenterError + Send>;
+
+#[derive(Default)]
 struct Inner {
     referrals: BTreeMap<String, Value>,
     order: Vec<String>,
     seq: u64,
     reads: u64,
     writes: u64,
+    failures: VecDeque<Failure>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("referrals", &self.referrals.len())
+            .field("reads", &self.reads)
+            .field("writes", &self.writes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +44,7 @@ pub struct InMemoryPartnerCenter {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
     crash: Crash,
+    page_size: usize,
 }
 
 fn invalid(message: impl Into<String>) -> PartnerCenterError {
@@ -35,7 +53,18 @@ fn invalid(message: impl Into<String>) -> PartnerCenterError {
 
 impl InMemoryPartnerCenter {
     pub fn new(clock: impl Clock + 'static, crash: Crash) -> Self {
-        Self { inner: Arc::default(), clock: Arc::new(clock), crash }
+        Self { inner: Arc::default(), clock: Arc::new(clock), crash, page_size: 100 }
+    }
+
+    /// Lists in pages of `size` (default 100, the service's maximum).
+    pub fn with_page_size(mut self, size: usize) -> Self {
+        self.page_size = size.clamp(1, 100);
+        self
+    }
+
+    /// The next call fails with the error `make` builds.
+    pub fn fail_next(&self, make: impl FnOnce() -> PartnerCenterError + Send + 'static) {
+        lock(&self.inner).failures.push_back(Box::new(make));
     }
 
     /// Calls made so far: (reads, writes).
@@ -95,14 +124,20 @@ impl InMemoryPartnerCenter {
     fn read(&self) -> Result<std::sync::MutexGuard<'_, Inner>, PartnerCenterError> {
         let mut inner = lock(&self.inner);
         inner.reads += 1;
-        Ok(inner)
+        match inner.failures.pop_front() {
+            Some(f) => Err(f()),
+            None => Ok(inner),
+        }
     }
 
     fn write(&self) -> Result<std::sync::MutexGuard<'_, Inner>, PartnerCenterError> {
         self.crash.write().map_err(PartnerCenterError::Transient)?;
         let mut inner = lock(&self.inner);
         inner.writes += 1;
-        Ok(inner)
+        match inner.failures.pop_front() {
+            Some(f) => Err(f()),
+            None => Ok(inner),
+        }
     }
 }
 
@@ -119,18 +154,32 @@ impl PartnerCenter for InMemoryPartnerCenter {
     async fn list_referrals(
         &self,
         query: &ReferralQuery,
-        _next: Option<&str>,
+        next: Option<&str>,
     ) -> Result<Page<Referral>, PartnerCenterError> {
         let inner = self.read()?;
-        let engagement = query
-            .filter
-            .as_deref()
-            .and_then(|f| f.strip_prefix("engagementId eq '"))
-            .and_then(|f| f.strip_suffix('\''))
-            .map(|e| e.replace("''", "'"));
-        if query.filter.is_some() && engagement.is_none() {
-            return Err(invalid(format!("unsupported filter {:?}", query.filter)));
-        }
+        // A next link carries the offset and the original query: `fake-next:<offset>:<top>:<orderby>:<filter>`.
+        let (query, offset) = match next {
+            Some(token) => {
+                let mut parts =
+                    token.strip_prefix("fake-next:").ok_or_else(|| invalid("bad next link"))?.splitn(4, ':');
+                let offset: usize =
+                    parts.next().and_then(|o| o.parse().ok()).ok_or_else(|| invalid("bad next link"))?;
+                let top = parts.next().and_then(|t| t.parse().ok());
+                let orderby = parts.next().filter(|o| !o.is_empty()).map(str::to_owned);
+                let filter = parts.next().filter(|f| !f.is_empty()).map(str::to_owned);
+                (ReferralQuery { filter, orderby, top }, offset)
+            }
+            None => (query.clone(), 0),
+        };
+        let engagement = match query.filter.as_deref() {
+            None => None,
+            Some(f) => Some(
+                f.strip_prefix("engagementId eq '")
+                    .and_then(|e| e.strip_suffix('\''))
+                    .map(|e| e.replace("''", "'"))
+                    .ok_or_else(|| invalid(format!("the fake supports only engagementId filters, not {f:?}")))?,
+            ),
+        };
         let mut items: Vec<Referral> =
             inner.order.iter().filter_map(|id| inner.referrals.get(id)).map(parse).collect::<Result<_, _>>()?;
         if let Some(e) = engagement {
@@ -139,17 +188,39 @@ impl PartnerCenter for InMemoryPartnerCenter {
         if query.orderby.as_deref() == Some("createdDateTime desc") {
             items.reverse();
         }
-        items.truncate(query.top.unwrap_or(100).min(100) as usize);
-        Ok(Page { items, next: None })
+        let size = query.top.map(|t| t as usize).unwrap_or(self.page_size).clamp(1, 100);
+        let total = items.len();
+        let page: Vec<Referral> = items.into_iter().skip(offset).take(size).collect();
+        let next = (offset + size < total).then(|| {
+            format!(
+                "fake-next:{}:{}:{}:{}",
+                offset + size,
+                query.top.map(|t| t.to_string()).unwrap_or_default(),
+                query.orderby.clone().unwrap_or_default(),
+                query.filter.clone().unwrap_or_default()
+            )
+        });
+        Ok(Page { items: page, next })
     }
 
     async fn create_referral(&self, referral: &Referral) -> Result<Referral, PartnerCenterError> {
         let mut inner = self.write()?;
-        referral.lifecycle().map_err(|e| invalid(e.to_string()))?;
         if referral.id.is_some() {
             return Err(invalid("id is assigned by Partner Center"));
         }
         let mut r = referral.clone();
+        if let Some(e) = &r.engagement_id {
+            let known =
+                inner.referrals.values().filter_map(|v| v.get("engagementId")).any(|v| v.as_str() == Some(e.as_str()));
+            if !known {
+                return Err(invalid(format!("engagement {e} does not exist")));
+            }
+        }
+        // The service decides the state of a new referral: the partner's own is active, an
+        // invitation to Microsoft waits for Microsoft's answer.
+        let state = if r.targets_microsoft() { Lifecycle::NewPending } else { Lifecycle::ActiveAccepted };
+        r.status = Some(state.status());
+        r.substatus = Some(state.substatus());
         self.stamp(&mut inner, &mut r, true);
         let id = r.id.clone().expect("stamped").to_string();
         inner
@@ -190,5 +261,56 @@ impl PartnerCenter for InMemoryPartnerCenter {
             .referrals
             .insert(id.to_string(), serde_json::to_value(&next).map_err(|e| PartnerCenterError::Unexpected(e.into()))?);
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::referral::patch::ops;
+
+    #[tokio::test]
+    async fn fake_enforces_etags_transitions_and_terminal_states() {
+        let pc = InMemoryPartnerCenter::new(SystemClock, Crash::default());
+        let r = pc.create_referral(&Referral::default()).await.unwrap();
+        let id = r.id.clone().unwrap();
+        assert_eq!(r.lifecycle(), Ok(Lifecycle::ActiveAccepted));
+        let won = pc.patch_referral(&id, &ops::move_to(Lifecycle::ClosedWon), r.etag.as_ref()).await.unwrap();
+        assert_ne!(won.etag, r.etag);
+        let stale = pc.patch_referral(&id, &ops::accept(), r.etag.as_ref()).await;
+        assert!(matches!(stale, Err(PartnerCenterError::Conflict(_))));
+        let closed = pc.patch_referral(&id, &[PatchOp::replace("/name", "x")], None).await;
+        assert!(matches!(closed, Err(PartnerCenterError::Invalid { .. })));
+        pc.fail_next(|| PartnerCenterError::Throttled { retry_after: None });
+        assert!(pc.get_referral(&id).await.unwrap_err().is_retryable());
+        assert_eq!(pc.calls(), (1, 4));
+        let orphan =
+            Referral { engagement_id: Some(crate::referral::EngagementId("nope".into())), ..Referral::default() };
+        assert!(matches!(pc.create_referral(&orphan).await, Err(PartnerCenterError::Invalid { .. })));
+    }
+
+    #[tokio::test]
+    async fn fake_pages_and_filters_by_engagement_only() {
+        let pc = InMemoryPartnerCenter::new(SystemClock, Crash::default()).with_page_size(2);
+        for _ in 0..5 {
+            pc.create_referral(&Referral::default()).await.unwrap();
+        }
+        let (mut pages, mut seen, mut next) = (0, 0, None);
+        loop {
+            let page = pc.list_referrals(&ReferralQuery::default(), next.as_deref()).await.unwrap();
+            pages += 1;
+            seen += page.items.len();
+            next = page.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        assert_eq!((pages, seen), (3, 5));
+        let first = pc.list_referrals(&ReferralQuery::default(), None).await.unwrap().items[0].clone();
+        let one = pc.list_referrals(&ReferralQuery::engagement(first.engagement_id.as_ref().unwrap()), None).await;
+        assert_eq!(one.unwrap().items.len(), 1);
+        let other = pc.list_referrals(&ReferralQuery::filter("status eq 'New'"), None).await;
+        assert!(matches!(other, Err(PartnerCenterError::Invalid { .. })));
     }
 }
