@@ -488,6 +488,18 @@ impl DedupStore for DynamoState {
             Err(e) => Err(sdk_err("PutItem", e)),
         }
     }
+
+    async fn release(&self, key: &str) -> Result<(), StateError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("DEDUP#{key}")))
+            .key("sk", s("DEDUP"))
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem", e))?;
+        Ok(())
+    }
 }
 
 fn day_end(day: &str) -> i64 {

@@ -332,6 +332,16 @@ impl DedupStore for SqliteState {
             })
             .await
     }
+
+    async fn release(&self, key: &str) -> Result<(), StateError> {
+        let key = key.to_owned();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM dedup WHERE key = ?1", [&key]).map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
 }
 
 impl BudgetCounter for SqliteState {

@@ -219,6 +219,18 @@ impl DedupStore for InMemoryState {
             }
         }
     }
+
+    async fn release(&self, key: &str) -> Result<(), StateError> {
+        lock(&self.inner).dedup.remove(key);
+        Ok(())
+    }
+}
+
+impl InMemoryState {
+    #[doc(hidden)]
+    pub fn dedup_keys(&self) -> usize {
+        lock(&self.inner).dedup.len()
+    }
 }
 
 impl BudgetCounter for InMemoryState {

@@ -237,6 +237,10 @@ pub trait DedupStore: Send + Sync {
     /// Claims `key` for `ttl`. Returns `true` if this call claimed it, `false` if it was already
     /// claimed and that claim has not expired.
     fn claim(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool, StateError>> + Send;
+
+    /// Gives a claim back (the work it guarded failed), so that a retry can claim it again.
+    /// Releasing an unclaimed key is not an error.
+    fn release(&self, key: &str) -> impl Future<Output = Result<(), StateError>> + Send;
 }
 
 /// Daily API call counters.

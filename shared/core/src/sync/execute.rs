@@ -313,22 +313,34 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
 
     /// Syncs a referral: load, plan, execute; re-plans after a lost race.
     pub async fn sync_referral(&self, id: &ReferralId) -> Result<Outcome, SyncError> {
-        self.with_retries(|| self.load_referral(id)).await
+        self.with_retries(|| self.load_referral(id), (Some(id.clone()), None)).await
     }
 
     /// Syncs a CRM record.
     pub async fn sync_crm(&self, crm: &CrmRef) -> Result<Outcome, SyncError> {
-        self.with_retries(|| self.load_crm(crm)).await
+        self.with_retries(|| self.load_crm(crm), (None, Some(crm.clone()))).await
     }
 
-    async fn with_retries<F, Fut>(&self, load: F) -> Result<Outcome, SyncError>
+    async fn with_retries<F, Fut>(
+        &self,
+        load: F,
+        subject: (Option<ReferralId>, Option<CrmRef>),
+    ) -> Result<Outcome, SyncError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Loaded, SyncError>>,
     {
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = load().await?;
+            let loaded = match load().await {
+                Ok(l) => l,
+                Err(e @ SyncError::Permanent { .. }) => {
+                    // Nothing was read to mark; the audit trail still says why.
+                    self.audit_failure(subject.0.clone(), subject.1.clone(), &e).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             let plan = plan(&loaded.input(&self.config, self.clock.now()));
             match self.execute(&plan, loaded.clone()).await {
                 Ok(outcome) => return Ok(outcome),
@@ -341,6 +353,23 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             }
         }
         Err(SyncError::Retry { after: None, reason: last.unwrap_or_else(|| "concurrent changes".into()) })
+    }
+
+    async fn audit_failure(&self, referral_id: Option<ReferralId>, crm: Option<CrmRef>, error: &SyncError) {
+        if referral_id.is_none() && crm.is_none() {
+            return;
+        }
+        let entry = AuditEntry {
+            at: self.clock.now(),
+            referral_id,
+            crm,
+            kind: AuditKind::Error,
+            message: format!("Sync failed: {error}"),
+            detail: json!({ "error": error.to_string() }),
+        };
+        if let Err(e) = self.state.append_audit(&entry).await {
+            tracing::warn!(error = %e, "could not audit a sync failure");
+        }
     }
 
     /// Audits a permanent failure and marks the CRM record ✘ (best effort: the failure itself is
@@ -356,17 +385,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             return;
         }
         let message = format!("Sync failed: {error}");
-        let entry = AuditEntry {
-            at: self.clock.now(),
-            referral_id: referral_id.clone(),
-            crm: crm.clone(),
-            kind: AuditKind::Error,
-            message: message.clone(),
-            detail: json!({ "error": error.to_string() }),
-        };
-        if let Err(e) = self.state.append_audit(&entry).await {
-            tracing::warn!(error = %e, "could not audit a sync failure");
-        }
+        self.audit_failure(referral_id.clone(), crm.clone(), error).await;
         if let (Some(CrmSnapshot::Opportunity { record, .. }), true) = (&loaded.crm, self.config.check_mark) {
             let fields = crate::crm::OpportunityFields {
                 name: record.fields.name.as_deref().map(|n| with_mark(n, false)),

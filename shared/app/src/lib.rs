@@ -1,0 +1,10 @@
+//! The connector's handlers, free of Lambda and AWS: each Lambda function in `functions/` wraps one
+//! of them, and `cosell run` / `cosell sandbox` run all of them in one process on the embedded store.
+
+pub mod poller;
+pub mod receiver;
+pub mod work;
+pub mod worker;
+
+pub use work::WorkItem;
+pub use worker::{Disposition, handle_batch};

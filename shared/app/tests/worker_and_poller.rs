@@ -1,0 +1,193 @@
+//! The queue workers' failure policy and the poller's tick, over the in-memory ports.
+
+use std::time::Duration;
+
+use cosell_app::poller::{CRM_FEED_CURSOR, Poller, PollerSettings, SWEEP_CURSOR, sweep};
+use cosell_app::work::WorkItem;
+use cosell_app::worker::{Disposition, Incoming, handle_batch};
+use cosell_core::crm::{CosellFields, CrmKind, DealState, OpportunityFields};
+use cosell_core::fakes::{Crash, InMemoryCrm, InMemoryPartnerCenter, InMemoryQueue, InMemoryState};
+use cosell_core::ids::{CrmRef, ReferralId};
+use cosell_core::ports::partner_center::PartnerCenterError;
+use cosell_core::ports::queue::MessageQueue;
+use cosell_core::ports::state::{AuditLog, AuditSubject, CursorStore, LinkStore};
+use cosell_core::referral::{Lifecycle, Referral};
+use cosell_core::sync::{SyncConfig, Syncer};
+use cosell_core::{Clock, ManualClock};
+
+struct World {
+    clock: ManualClock,
+    pc: InMemoryPartnerCenter,
+    crm: InMemoryCrm,
+    state: InMemoryState,
+    syncer: Syncer<InMemoryPartnerCenter, InMemoryCrm, InMemoryState, ManualClock>,
+}
+
+fn world() -> World {
+    let clock = ManualClock::new("2026-05-01T08:00:00Z".parse().unwrap());
+    let crash = Crash::default();
+    let pc = InMemoryPartnerCenter::new(clock.clone(), crash.clone());
+    let crm = InMemoryCrm::new(CrmKind::Dynamics, clock.clone(), crash);
+    let state = InMemoryState::new(clock.clone());
+    let syncer =
+        Syncer::new(pc.clone(), crm.clone(), state.clone(), clock.clone(), SyncConfig::defaults(CrmKind::Dynamics));
+    World { clock, pc, crm, state, syncer }
+}
+
+fn inbound(w: &World, name: &str) -> Referral {
+    w.pc.seed(Referral {
+        name: Some(name.into()),
+        status: Some(Lifecycle::NewPending.status()),
+        substatus: Some(Lifecycle::NewPending.substatus()),
+        ..Referral::default()
+    })
+}
+
+fn incoming(item: &WorkItem, n: usize) -> Incoming {
+    let m = item.to_message();
+    Incoming { message_id: format!("m{n}"), group_id: m.group_id, body: m.body, receive_count: 1 }
+}
+
+#[tokio::test]
+async fn a_poison_message_fails_and_holds_back_its_group_but_not_others() {
+    let w = world();
+    let a = inbound(&w, "A");
+    let b = inbound(&w, "B");
+    let item_a = WorkItem::referral(a.id.clone().unwrap(), "referral-created", None);
+    let item_b = WorkItem::referral(b.id.clone().unwrap(), "referral-created", None);
+    let poison = Incoming { body: "{not json".into(), ..incoming(&item_a, 0) };
+    let batch = [poison, incoming(&item_a, 1), incoming(&item_b, 2)];
+    let out = handle_batch(&w.syncer, &batch).await;
+    assert!(matches!(out[0], Disposition::Fail { .. }), "{out:?}");
+    assert!(matches!(out[1], Disposition::Retry { .. }), "same group, after a failure: held back");
+    assert_eq!(out[2], Disposition::Done);
+    assert_eq!(w.crm.opportunities().len(), 1, "only B was synced");
+}
+
+#[tokio::test]
+async fn throttling_asks_for_a_retry_after_the_servers_delay() {
+    let w = world();
+    let a = inbound(&w, "A");
+    w.pc.fail_next(|| PartnerCenterError::Throttled { retry_after: Some(Duration::from_secs(7)) });
+    let out =
+        handle_batch(&w.syncer, &[incoming(&WorkItem::referral(a.id.clone().unwrap(), "referral-created", None), 0)])
+            .await;
+    assert!(matches!(&out[0], Disposition::Retry { after: Some(d), .. } if *d == Duration::from_secs(7)), "{out:?}");
+    assert!(w.crm.opportunities().is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_audited_and_the_message_deleted() {
+    let w = world();
+    let gone = ReferralId::parse("deleted-referral").unwrap();
+    // Partner Center refuses the read for good (here: an injected 400).
+    w.pc.fail_next(|| PartnerCenterError::Invalid { code: "invalidRequest".into(), message: "rejected".into() });
+    let item = WorkItem::referral(gone.clone(), "referral-updated", None);
+    let out = handle_batch(&w.syncer, &[incoming(&item, 0)]).await;
+    assert_eq!(out[0], Disposition::Done, "permanent: not retried");
+    let audit = w.state.audit(&AuditSubject::Referral(gone), 10, false).await.unwrap();
+    assert!(audit.iter().any(|e| e.message.contains("Sync failed") && e.message.contains("rejected")), "{audit:#?}");
+}
+
+fn flagged(w: &World, name: &str) -> String {
+    w.crm
+        .seed_opportunity(
+            OpportunityFields {
+                name: Some(name.into()),
+                cosell: CosellFields { sync: Some(true), ..Default::default() },
+                ..Default::default()
+            },
+            DealState::Open,
+        )
+        .id
+}
+
+#[tokio::test]
+async fn the_crm_feed_is_enqueued_once_and_an_idle_poll_costs_one_call() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 1000, ..PollerSettings::default() };
+    let poller = Poller {
+        crm: &w.crm,
+        pc: &w.pc,
+        state: &w.state,
+        pc_queue: &pcq,
+        crm_queue: &crmq,
+        clock: &w.clock,
+        settings: &settings,
+    };
+    let a = flagged(&w, "A");
+    flagged(&w, "B");
+    w.crm.seed_opportunity(
+        OpportunityFields { name: Some("not flagged".into()), ..Default::default() },
+        DealState::Open,
+    );
+    let first = poller.poll_once().await.unwrap();
+    assert_eq!((first.crm_changes, first.crm_enqueued), (2, 2));
+    let got = crmq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().any(|m| WorkItem::parse(&m.body).unwrap()
+        == WorkItem::Crm {
+            record: CrmRef::parse("opportunity", &a).unwrap(),
+            version: Some(w.crm.opportunities()[0].meta.version.clone())
+        }));
+    assert!(w.state.cursor(CRM_FEED_CURSOR).await.unwrap().is_some(), "cursor advanced after enqueueing");
+
+    let calls = w.crm.calls().0;
+    let idle = poller.poll_once().await.unwrap();
+    assert_eq!((idle.crm_changes, idle.crm_enqueued), (0, 0));
+    assert_eq!(w.crm.calls().0 - calls, 1, "no change costs exactly one CRM call");
+    w.crm.edit_opportunity(&a, |o| o.fields.deal_value = Some(5.0));
+    assert_eq!(poller.poll_once().await.unwrap().crm_enqueued, 1);
+}
+
+#[tokio::test]
+async fn the_sweep_enqueues_only_referrals_that_differ_from_their_link() {
+    let w = world();
+    let pcq = InMemoryQueue::new(5);
+    let synced = inbound(&w, "synced");
+    let missed = inbound(&w, "webhook lost");
+    // Sync one of them, as a webhook would have.
+    w.syncer.sync_referral(synced.id.as_ref().unwrap()).await.unwrap();
+    let since = w.clock.now() - chrono::Duration::hours(1);
+    let dry = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert_eq!(dry.differing, [missed.id.clone().unwrap().to_string()]);
+    assert!(
+        pcq.receive(10, Duration::from_secs(1), Duration::ZERO).await.unwrap().is_empty(),
+        "dry run enqueues nothing"
+    );
+    let real = sweep(&w.pc, &w.state, &pcq, since, false, |_| {}).await.unwrap();
+    assert_eq!(real.differing.len(), 1);
+    let m = pcq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(m.len(), 1);
+    assert!(
+        matches!(WorkItem::parse(&m[0].body).unwrap(), WorkItem::Referral { id, source, .. } if Some(&id) == missed.id.as_ref() && source == "reconciliation")
+    );
+    // Nothing updated since: the sweep reads one page and finds nothing.
+    let later =
+        sweep(&w.pc, &w.state, &pcq, w.clock.now() + chrono::Duration::minutes(1), false, |_| {}).await.unwrap();
+    assert_eq!((later.pages, later.referrals_seen), (1, 0));
+    assert!(w.state.link_by_referral(synced.id.as_ref().unwrap()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_poller_sweeps_every_nth_tick_and_moves_its_cursor() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 2, ..PollerSettings::default() };
+    let poller = Poller {
+        crm: &w.crm,
+        pc: &w.pc,
+        state: &w.state,
+        pc_queue: &pcq,
+        crm_queue: &crmq,
+        clock: &w.clock,
+        settings: &settings,
+    };
+    inbound(&w, "missed");
+    assert!(poller.poll_once().await.unwrap().sweep.is_some(), "tick 0 sweeps");
+    assert!(poller.poll_once().await.unwrap().sweep.is_none(), "tick 1 does not");
+    let swept_at = w.state.cursor(SWEEP_CURSOR).await.unwrap().unwrap().value;
+    assert_eq!(swept_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(), w.clock.now());
+    assert_eq!(pcq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().len(), 1);
+}
