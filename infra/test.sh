@@ -22,7 +22,7 @@ echo "local AWS emulator at $AWS_ENDPOINT_URL"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 log="$root/.local/test.log"
 set +e
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line with the totals of every test binary.

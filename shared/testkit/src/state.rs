@@ -239,11 +239,12 @@ pub async fn dedup_claims_once_until_expiry<S: StateStore, F: Future<Output = S>
     assert!(store.claim("delivery-1", Duration::hours(1)).await.unwrap(), "an expired claim can be claimed again");
     assert!(!store.claim("delivery-1", Duration::hours(1)).await.unwrap());
     // A released claim can be claimed again at once; releasing twice is harmless.
+    assert!(store.claim("delivery-3", Duration::hours(1)).await.unwrap());
     store.release("delivery-1").await.unwrap();
     store.release("delivery-1").await.unwrap();
     store.release("never-claimed").await.unwrap();
     assert!(store.claim("delivery-1", Duration::hours(1)).await.unwrap());
-    assert!(!store.claim("delivery-2", Duration::hours(1)).await.unwrap(), "other claims are untouched");
+    assert!(!store.claim("delivery-3", Duration::hours(1)).await.unwrap(), "other claims are untouched");
 }
 
 pub async fn budget_counts_atomically_up_to_the_cap<S: StateStore + 'static, F: Future<Output = S>>(
