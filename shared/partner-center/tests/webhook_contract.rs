@@ -236,15 +236,18 @@ async fn real_deliveries_from_the_simulator_verify_in_both_signature_placements(
             .unwrap();
         assert_eq!(resp.status(), 201);
     }
-    for _ in 0..200 {
-        if verdicts.lock().unwrap().len() >= 2 {
+    // The receiver records its verdict before it answers, and the simulator records the delivery
+    // after the answer: wait for both.
+    for _ in 0..500 {
+        let finished = sim.deliveries().iter().filter(|d| d.delivered).count();
+        if verdicts.lock().unwrap().len() >= 2 && finished >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let got = verdicts.lock().unwrap().clone();
     assert_eq!(got, vec![Ok(EventName::ReferralCreated), Ok(EventName::ReferralCreated)]);
-    assert!(sim.deliveries().iter().all(|d| d.delivered && d.attempts.len() == 1));
+    assert!(sim.deliveries().iter().all(|d| d.delivered && d.attempts.len() == 1), "{:#?}", sim.deliveries());
     assert_eq!(sim.certificate_downloads(), 1);
 }
 
