@@ -1,0 +1,7 @@
+//! CRM adapters of the Co-sell Connector: the [`cosell_core::crm::CrmPort`] over Dynamics 365
+//! (Dataverse Web API v9.2) and Salesforce (REST API).
+
+pub mod dynamics;
+mod http;
+
+pub use dynamics::{DynamicsConfig, DynamicsCrm};

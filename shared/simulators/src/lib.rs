@@ -1,0 +1,2 @@
+pub mod crm_common;
+pub mod dynamics;

@@ -274,7 +274,10 @@ impl CrmFieldMap {
                 stage_lost: s("Closed Lost"),
                 lead_status_new: s("Open - Not Contacted"),
                 help_values: help_codes.iter().map(|c| (c.to_string(), c.replace('_', " "))).collect(),
-                visibility_values: BTreeMap::from([(s("Private"), s("Private")), (s("VisibleToMicrosoft"), s("Visible"))]),
+                visibility_values: BTreeMap::from([
+                    (s("Private"), s("Private")),
+                    (s("VisibleToMicrosoft"), s("Visible")),
+                ]),
                 opportunity_defaults: BTreeMap::new(),
                 lead_defaults: BTreeMap::new(),
                 feed_leads: false,

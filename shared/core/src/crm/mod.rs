@@ -331,11 +331,7 @@ pub trait CrmPort: Send + Sync {
 
     /// Puts an open opportunity on hold or back to active (configured stage / status reason).
     /// Errors: `NotFound`, `Invalid` (closed). 2 API calls.
-    fn set_on_hold(
-        &self,
-        id: &str,
-        on_hold: bool,
-    ) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send;
+    fn set_on_hold(&self, id: &str, on_hold: bool) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send;
 
     /// One lead. Errors: `NotFound`. 1 API call.
     fn get_lead(&self, id: &str) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send;
@@ -403,10 +399,7 @@ pub trait CrmPort: Send + Sync {
     /// Opportunities (and leads, when configured) with the sync flag set that changed since `cursor`.
     /// `None` starts with a full snapshot. An expired cursor is not an error: the feed restarts with a
     /// full snapshot and says so in `full_resync`. When nothing changed this costs exactly one API call.
-    fn changes(
-        &self,
-        cursor: Option<&ChangeCursor>,
-    ) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send;
+    fn changes(&self, cursor: Option<&ChangeCursor>) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send;
 }
 
 #[cfg(test)]
