@@ -5,3 +5,6 @@ pub mod dynamics;
 mod http;
 
 pub use dynamics::{DynamicsConfig, DynamicsCrm};
+pub mod salesforce;
+
+pub use salesforce::{SalesforceAuth, SalesforceConfig, SalesforceCrm};

@@ -436,3 +436,4 @@ macro_rules! contract_suite {
 }
 
 contract_suite!(dynamics, harness::DynamicsHarness);
+contract_suite!(salesforce, harness::SalesforceHarness);

@@ -1,2 +1,3 @@
 pub mod crm_common;
 pub mod dynamics;
+pub mod salesforce;

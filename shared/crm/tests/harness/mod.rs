@@ -116,3 +116,68 @@ impl Harness for DynamicsHarness {
         v["value"].as_array().unwrap().iter().filter(|r| r["cosell_referralid"] == referral).count()
     }
 }
+
+pub struct SalesforceHarness {
+    pub sim: ServerHandle,
+    pub crm: cosell_crm::SalesforceCrm<CountingBudget>,
+    pub budget: CountingBudget,
+    pub clock: ManualClock,
+}
+
+impl SalesforceHarness {
+    pub async fn with_config(
+        edit_sim: impl FnOnce(&mut cosell_simulators::salesforce::Config),
+        edit_adapter: impl FnOnce(&mut cosell_crm::SalesforceConfig),
+    ) -> Self {
+        let clock = start_clock();
+        let mut config = cosell_simulators::salesforce::Config::new(Arc::new(clock.clone()));
+        config.multi_currency = true;
+        edit_sim(&mut config);
+        let sim = cosell_simulators::salesforce::Simulator::start(config).await.unwrap();
+        let budget = CountingBudget::default();
+        let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+            client_id: "cosell-connector".into(),
+            client_secret: SecretString::from("sim-secret"),
+        };
+        let mut cfg = cosell_crm::SalesforceConfig::new(&sim.base_url(), auth);
+        cfg.fields.multi_currency = true;
+        cfg.timeout = Duration::from_millis(800);
+        edit_adapter(&mut cfg);
+        let crm = cosell_crm::SalesforceCrm::new(cfg, budget.clone()).unwrap();
+        Self { sim, crm, budget, clock }
+    }
+}
+
+impl Harness for SalesforceHarness {
+    type Crm = cosell_crm::SalesforceCrm<CountingBudget>;
+    const API: Api = Api::Salesforce;
+    const MISSING_ID: &'static str = "006SIM999999999AAA";
+    const MISSING_LEAD_ID: &'static str = "00QSIM999999999AAA";
+    const NAME_FIELD: &'static str = "Name";
+    const CREATE_METHOD: &'static str = "POST";
+    const PRIVILEGE: &'static str = "Edit Opportunity";
+
+    async fn start() -> Self {
+        Self::with_config(|_| {}, |_| {}).await
+    }
+    fn crm(&self) -> &Self::Crm {
+        &self.crm
+    }
+    fn budget(&self) -> &CountingBudget {
+        &self.budget
+    }
+    fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+    fn base_url(&self) -> String {
+        self.sim.base_url()
+    }
+    async fn user_edit_description(&self, id: &str, text: &str) {
+        let url = format!("{}/_sim/records/Opportunity/{id}", self.base_url());
+        sim(&url, reqwest::Method::PATCH, Some(serde_json::json!({"Description": text}))).await;
+    }
+    async fn count_opportunities_with_referral(&self, referral: &str) -> usize {
+        let v = sim(&format!("{}/_sim/records/Opportunity", self.base_url()), reqwest::Method::GET, None).await;
+        v["records"].as_array().unwrap().iter().filter(|r| r["Referral_Identifier__c"] == referral).count()
+    }
+}
