@@ -209,3 +209,23 @@ pub fn port_from_args() -> Result<u16, String> {
         _ => Err("usage: <simulator> [--port N]".to_owned()),
     }
 }
+
+/// Client credentials from the form or, per RFC 6749 §2.3.1, from an `Authorization: Basic` header.
+pub(crate) fn client_credentials(
+    headers: &axum::http::HeaderMap,
+    form: &std::collections::BTreeMap<String, String>,
+) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
+    let decode = |s: String| urlencoding::decode(&s).map(|c| c.into_owned()).unwrap_or(s);
+    match basic {
+        Some((id, secret)) => (Some(decode(id)), Some(decode(secret))),
+        None => (form.get("client_id").cloned(), form.get("client_secret").cloned()),
+    }
+}

@@ -27,7 +27,7 @@ use cosell_core::Clock;
 use serde_json::{Map, Value, json};
 
 use crate::crm_common::{
-    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, hang, lock, random_token,
+    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, client_credentials, hang, lock, random_token,
 };
 use odata::{Key, Lit};
 use schema::{Table, Ty};
@@ -55,6 +55,9 @@ pub struct Config {
     pub daily_api_limit: u64,
     /// `Organization.ExpireChangeTrackingInDays`.
     pub change_retention_days: i64,
+    /// The environment URL the simulator stands for (`https://<org>.crm.dynamics.com`): tokens are
+    /// issued for scope `<org_url>/.default` as well as `<base_url>/.default`.
+    pub org_url: Option<String>,
     /// Extra columns per entity set (a customised org), as (column, type name: text|money|date|bool|int|choices).
     pub extra_columns: BTreeMap<String, Vec<(String, String)>>,
 }
@@ -70,6 +73,7 @@ impl Config {
             daily_api_limit: 100_000,
             change_retention_days: 7,
             extra_columns: BTreeMap::new(),
+            org_url: None,
         }
     }
 }
@@ -121,6 +125,7 @@ impl Simulator {
 fn router(state: Shared<Db>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_configuration))
         .route("/api/data/v9.2/{*rest}", any(api))
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
@@ -581,7 +586,12 @@ fn empty(status: StatusCode) -> Response {
 
 // ---------- token endpoint ----------
 
-async fn token(State(state): State<Shared<Db>>, Path(_tenant): Path<String>, body: Bytes) -> Response {
+async fn token(
+    State(state): State<Shared<Db>>,
+    Path(_tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let aad = |status: StatusCode, error: &str, code: u32, desc: &str| {
         let now = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
@@ -601,7 +611,8 @@ async fn token(State(state): State<Shared<Db>>, Path(_tenant): Path<String>, bod
             "The app requested an unsupported grant type.",
         );
     }
-    if form.get("client_id") != Some(&db.config.client_id) {
+    let (client_id, client_secret) = client_credentials(&headers, &form);
+    if client_id.as_ref() != Some(&db.config.client_id) {
         return aad(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -609,11 +620,16 @@ async fn token(State(state): State<Shared<Db>>, Path(_tenant): Path<String>, bod
             "Application was not found in the directory.",
         );
     }
-    if form.get("client_secret") != Some(&db.config.client_secret) {
+    if client_secret.as_ref() != Some(&db.config.client_secret) {
         return aad(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided.");
     }
-    let expected_scope = format!("{}/.default", db.base_url);
-    if form.get("scope").map(|s| s.trim_end_matches('/')) != Some(expected_scope.as_str()) {
+    let accepted: Vec<String> = std::iter::once(&db.base_url)
+        .chain(db.config.org_url.as_ref())
+        .map(|u| format!("{}/.default", u.trim_end_matches('/')))
+        .collect();
+    let scopes: Vec<&str> = form.get("scope").map(|s| s.split_whitespace().collect()).unwrap_or_default();
+    let resource_scopes: Vec<&&str> = scopes.iter().filter(|s| s.ends_with("/.default")).collect();
+    if resource_scopes.len() != 1 || !accepted.iter().any(|a| a == *resource_scopes[0]) {
         return aad(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -627,6 +643,21 @@ async fn token(State(state): State<Shared<Db>>, Path(_tenant): Path<String>, bod
     db.tokens.insert(token.clone(), expires);
     axum::Json(json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token}))
         .into_response()
+}
+
+/// Entra ID tenant discovery (what MSAL reads before asking for a token).
+async fn openid_configuration(Path(tenant): Path<String>) -> Response {
+    let base = format!("https://login.microsoftonline.com/{tenant}");
+    axum::Json(json!({
+        "issuer": format!("{base}/v2.0"),
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "tenant_region_scope": "EU",
+    }))
+    .into_response()
 }
 
 // ---------- Web API ----------

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::crm_common::{
-    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, hang, lock, random_token,
+    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, client_credentials, hang, lock, random_token,
 };
 use schema::{Object, Ty};
 
@@ -983,7 +983,7 @@ fn respond(org: &Org, out: Out) -> Response {
 
 // ---------- OAuth ----------
 
-async fn token(State(state): State<Shared<Org>>, body: Bytes) -> Response {
+async fn token(State(state): State<Shared<Org>>, headers: HeaderMap, body: Bytes) -> Response {
     let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let oauth_err = |error: &str, desc: &str| {
         (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error, "error_description": desc}))).into_response()
@@ -991,9 +991,8 @@ async fn token(State(state): State<Shared<Org>>, body: Bytes) -> Response {
     let mut org = lock(&state);
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {
-            if form.get("client_id") != Some(&org.config.client_id)
-                || form.get("client_secret") != Some(&org.config.client_secret)
-            {
+            let (id, secret) = client_credentials(&headers, &form);
+            if id.as_ref() != Some(&org.config.client_id) || secret.as_ref() != Some(&org.config.client_secret) {
                 return oauth_err("invalid_client", "invalid client credentials");
             }
         }
@@ -1058,7 +1057,10 @@ impl Org {
         if claims.get("aud").and_then(Value::as_str).is_none() {
             return Err("audience is required".into());
         }
-        let exp = claims.get("exp").and_then(Value::as_i64).ok_or("expiration is required")?;
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .ok_or("expiration is required")?;
         if exp <= self.now().timestamp() {
             return Err("expired authorization code".into());
         }
