@@ -564,7 +564,7 @@ impl Org {
                     json!({"DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(today)}}),
                 ))
             }
-            (Method::POST, ["composite"]) => self.composite(body, version),
+            (Method::POST, ["composite"]) => self.composite(body, headers, version),
             (Method::POST, ["sobjects", object]) => {
                 let body = body.and_then(Value::as_object).cloned().unwrap_or_default();
                 self.create(object, &body, INTEGRATION_USER_ID, false).map(|id| {
@@ -819,7 +819,7 @@ impl Org {
         Ok(self.page(loc, offset, total, version))
     }
 
-    fn composite(&mut self, body: Option<&Value>, version: &str) -> Result<Out, SfError> {
+    fn composite(&mut self, body: Option<&Value>, outer: &HeaderMap, version: &str) -> Result<Out, SfError> {
         let body = body.ok_or_else(|| {
             SfError::new(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "composite request without a body")
         })?;
@@ -856,6 +856,10 @@ impl Org {
             let url = resolve_refs(sub.get("url").and_then(Value::as_str).unwrap_or(""), &refs);
             let sub_body = sub.get("body").map(|b| resolve_refs_value(b, &refs));
             let mut headers = HeaderMap::new();
+            // Subrequests run under the outer request's call options (they show in `changeOrigin`).
+            if let Some(v) = outer.get("sforce-call-options") {
+                headers.insert("sforce-call-options", v.clone());
+            }
             if let Some(h) = sub.get("httpHeaders").and_then(Value::as_object) {
                 for (k, v) in h {
                     if let (Ok(name), Some(Ok(val))) =
