@@ -200,13 +200,12 @@ impl Org {
         for def in schema::objects(config.multi_currency) {
             tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new() });
         }
-        let now = config.clock.now();
         let mut org = Self {
             base_url,
             config,
             tables,
             seq: 0,
-            last_modstamp: now,
+            last_modstamp: DateTime::<Utc>::MIN_UTC,
             sessions: BTreeMap::new(),
             locators: BTreeMap::new(),
             counter: ApiCounter::default(),
