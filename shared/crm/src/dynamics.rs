@@ -222,7 +222,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            tracing::debug!(method = %method, url, "dataverse call");
+            tracing::debug!(method = %method, path = url.split('?').next().unwrap_or(""), "dataverse call");
             let resp = Resp::read(req.send().await.map_err(transport)?).await?;
             if resp.status == 401 && !forced {
                 forced = true;
@@ -688,6 +688,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         CrmKind::Dynamics
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn whoami(&self) -> Result<CrmIdentity, CrmError> {
         let mut slot = self.identity.lock().await;
         if let Some(i) = slot.as_ref() {
@@ -706,11 +707,13 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(identity)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn get_opportunity(&self, id: &str) -> Result<OpportunityRecord, CrmError> {
         let v = self.get_row(Entity::Opportunity, id).await?;
         self.opportunity_of(&v).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", referral = %referral))]
     async fn find_opportunity_by_referral(&self, referral: &ReferralId) -> Result<Option<OpportunityRecord>, CrmError> {
         match self.find_by_referral(Entity::Opportunity, referral).await? {
             Some(v) => Ok(Some(self.opportunity_of(&v).await?)),
@@ -718,12 +721,14 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_opportunity(&self, fields: &OpportunityFields) -> Result<Created<OpportunityRecord>, CrmError> {
         let body = self.opportunity_body(fields, true).await?;
         let (v, created) = self.create_row(Entity::Opportunity, body, fields.cosell.referral_id.as_ref()).await?;
         Ok(Created { record: self.opportunity_of(&v).await?, created })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn update_opportunity(
         &self,
         id: &str,
@@ -735,6 +740,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         self.opportunity_of(&v).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn close_opportunity(&self, id: &str, outcome: &CloseOutcome) -> Result<OpportunityRecord, CrmError> {
         let f = &self.config.fields;
         let (action, status, subject) = match outcome {
@@ -766,6 +772,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn set_on_hold(&self, id: &str, on_hold: bool) -> Result<OpportunityRecord, CrmError> {
         let f = &self.config.fields;
         let status = if on_hold { &f.stage_on_hold } else { &f.stage_active };
@@ -779,21 +786,25 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         self.opportunity_of(&v).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn get_lead(&self, id: &str) -> Result<LeadRecord, CrmError> {
         let v = self.get_row(Entity::Lead, id).await?;
         self.lead_of(&v)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", referral = %referral))]
     async fn find_lead_by_referral(&self, referral: &ReferralId) -> Result<Option<LeadRecord>, CrmError> {
         self.find_by_referral(Entity::Lead, referral).await?.map(|v| self.lead_of(&v)).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_lead(&self, fields: &LeadFields) -> Result<Created<LeadRecord>, CrmError> {
         let body = self.lead_body(fields, true).await?;
         let (v, created) = self.create_row(Entity::Lead, body, fields.cosell.referral_id.as_ref()).await?;
         Ok(Created { record: self.lead_of(&v)?, created })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
     async fn update_lead(
         &self,
         id: &str,
@@ -805,6 +816,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         self.lead_of(&v)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
         let f = &self.config.fields;
         let mut clauses = Vec::new();
@@ -830,6 +842,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(v.get("value").and_then(Value::as_array).and_then(|a| a.first()).and_then(|r| self.account_of(r)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let f = &self.config.fields;
         let mut body = Map::new();
@@ -857,6 +870,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         self.account_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created account without id")))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", account_id = %account_id))]
     async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
         let f = &self.config.fields;
         let url = self.url(&format!(
@@ -870,6 +884,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(v.get("value").and_then(Value::as_array).and_then(|a| a.first()).and_then(|r| self.contact_of(r)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", account_id = %account_id))]
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
         let f = &self.config.fields;
         let mut body = Map::new();
@@ -903,6 +918,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created contact without id")))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", opportunity_id = %opportunity_id))]
     async fn list_solutions(&self, opportunity_id: &str) -> Result<Vec<SolutionRecord>, CrmError> {
         let s = &self.config.fields.solutions;
         let pk = format!("{}id", s.entity);
@@ -917,6 +933,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(v.get("value").and_then(Value::as_array).into_iter().flatten().filter_map(|r| self.solution_of(r)).collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", opportunity_id = %opportunity_id))]
     async fn add_solution(
         &self,
         opportunity_id: &str,
@@ -945,6 +962,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
             .ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created solution without id")))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", solution_row_id = %solution_row_id))]
     async fn remove_solution(&self, solution_row_id: &str) -> Result<(), CrmError> {
         let s = &self.config.fields.solutions;
         let url = self.url(&format!("{}({solution_row_id})", s.entity_set));
@@ -952,6 +970,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
         let previous: DeltaCursor = match cursor {
             Some(c) => serde_json::from_str(&c.0).unwrap_or_default(),

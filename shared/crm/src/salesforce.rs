@@ -268,7 +268,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            tracing::debug!(method = %method, path, "salesforce call");
+            tracing::debug!(method = %method, path = path.split('?').next().unwrap_or(""), "salesforce call");
             let resp = Resp::read(req.send().await.map_err(transport)?).await?;
             if resp.status == 401 && !forced {
                 forced = true;
@@ -727,24 +727,29 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         CrmKind::Salesforce
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn whoami(&self) -> Result<CrmIdentity, CrmError> {
         Ok(self.session(false).await?.identity)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn get_opportunity(&self, id: &str) -> Result<OpportunityRecord, CrmError> {
         self.opportunity_of(&self.get_row(Obj::Opportunity, id).await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", referral = %referral))]
     async fn find_opportunity_by_referral(&self, referral: &ReferralId) -> Result<Option<OpportunityRecord>, CrmError> {
         self.find_by_referral(Obj::Opportunity, referral).await?.map(|v| self.opportunity_of(&v)).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_opportunity(&self, fields: &OpportunityFields) -> Result<Created<OpportunityRecord>, CrmError> {
         let body = self.opportunity_body(fields, true);
         let (v, created) = self.create_row(Obj::Opportunity, body, fields.cosell.referral_id.as_ref()).await?;
         Ok(Created { record: self.opportunity_of(&v)?, created })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn update_opportunity(
         &self,
         id: &str,
@@ -756,6 +761,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         self.opportunity_of(&v)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn close_opportunity(&self, id: &str, outcome: &CloseOutcome) -> Result<OpportunityRecord, CrmError> {
         let current = self.get_opportunity(id).await?;
         let (wanted, stage) = match outcome {
@@ -777,6 +783,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         self.move_stage(id, &stage).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn set_on_hold(&self, id: &str, on_hold: bool) -> Result<OpportunityRecord, CrmError> {
         let current = self.get_opportunity(id).await?;
         if current.state.is_closed() {
@@ -790,20 +797,24 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         self.move_stage(id, &stage).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn get_lead(&self, id: &str) -> Result<LeadRecord, CrmError> {
         self.lead_of(&self.get_row(Obj::Lead, id).await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", referral = %referral))]
     async fn find_lead_by_referral(&self, referral: &ReferralId) -> Result<Option<LeadRecord>, CrmError> {
         self.find_by_referral(Obj::Lead, referral).await?.map(|v| self.lead_of(&v)).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_lead(&self, fields: &LeadFields) -> Result<Created<LeadRecord>, CrmError> {
         let body = self.lead_body(fields, true);
         let (v, created) = self.create_row(Obj::Lead, body, fields.cosell.referral_id.as_ref()).await?;
         Ok(Created { record: self.lead_of(&v)?, created })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
     async fn update_lead(
         &self,
         id: &str,
@@ -815,6 +826,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         self.lead_of(&v)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
         let f = &self.config.fields;
         let clauses: Vec<String> = f
@@ -858,6 +870,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let f = &self.config.fields;
         let mut body = Map::new();
@@ -876,6 +889,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         Ok(AccountRecord { id: id.to_owned(), fields: fields.clone() })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", account_id = %account_id))]
     async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
         let f = &self.config.fields;
         let q = format!(
@@ -909,6 +923,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", account_id = %account_id))]
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
         let f = &self.config.fields;
         let mut body = Map::new();
@@ -941,6 +956,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         Ok(ContactRecord { id, account_id: Some(account_id.to_owned()), fields: fields.clone() })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", opportunity_id = %opportunity_id))]
     async fn list_solutions(&self, opportunity_id: &str) -> Result<Vec<SolutionRecord>, CrmError> {
         let s = &self.config.fields.solutions;
         let q = format!(
@@ -975,6 +991,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", opportunity_id = %opportunity_id))]
     async fn add_solution(
         &self,
         opportunity_id: &str,
@@ -1008,6 +1025,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         Ok(SolutionRecord { id, solution_id: solution_id.to_owned(), name: name.map(str::to_owned) })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", solution_row_id = %solution_row_id))]
     async fn remove_solution(&self, solution_row_id: &str) -> Result<(), CrmError> {
         let s = &self.config.fields.solutions;
         let path = self.data(&format!("sobjects/{}/{solution_row_id}", s.entity));
@@ -1015,6 +1033,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
         let previous: SfCursor = match cursor {
             Some(c) => serde_json::from_str(&c.0).unwrap_or_default(),

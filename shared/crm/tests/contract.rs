@@ -149,6 +149,10 @@ async fn missing_records_are_not_found<H: Harness>() {
     let change = OpportunityFields { description: Some("x".into()), ..Default::default() };
     assert!(matches!(h.crm().update_opportunity(id, None, &change).await, Err(CrmError::NotFound { .. })));
     assert!(matches!(h.crm().get_lead(H::MISSING_LEAD_ID).await, Err(CrmError::NotFound { .. })));
+    assert!(matches!(h.crm().close_opportunity(id, &CloseOutcome::Won).await, Err(CrmError::NotFound { .. })));
+    assert!(matches!(h.crm().set_on_hold(id, true).await, Err(CrmError::NotFound { .. })));
+    let lead = LeadFields { description: Some("x".into()), ..Default::default() };
+    assert!(matches!(h.crm().update_lead(H::MISSING_LEAD_ID, None, &lead).await, Err(CrmError::NotFound { .. })));
     assert!(h.crm().find_opportunity_by_referral(&referral()).await.unwrap().is_none());
 }
 

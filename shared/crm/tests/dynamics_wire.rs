@@ -147,3 +147,33 @@ async fn closed_opportunities_are_read_only_until_reopened() {
     let closes = sim(&format!("{}/_sim/records/opportunitycloses", h.base_url()), reqwest::Method::GET, None).await;
     assert_eq!(closes["value"][0]["_opportunityid_value"], id.as_str());
 }
+
+#[tokio::test]
+async fn configured_column_names_are_the_ones_written_and_read() {
+    let h = DynamicsHarness::with_config(|c| {
+        c.extra_columns.insert("opportunities".into(), vec![("contoso_dealvalue".into(), "money".into())]);
+    })
+    .await;
+    let mut cfg = DynamicsConfig::for_simulator(&h.base_url(), "cosell-connector", SecretString::from("sim-secret"));
+    cfg.fields = serde_json::from_value(json!({"crm": "dynamics", "deal_value": "contoso_dealvalue"})).unwrap();
+    let crm = DynamicsCrm::new(cfg, h.budget.clone()).unwrap();
+    let mut f = synced("A", "ref-a");
+    f.deal_value = Some(42.0);
+    let rec = crm.create_opportunity(&f).await.unwrap().record;
+    assert_eq!(rec.fields.deal_value, Some(42.0));
+    let row = sim(&format!("{}/_sim/records/opportunities/{}", h.base_url(), rec.id), reqwest::Method::GET, None).await;
+    assert_eq!(row["contoso_dealvalue"], 42.0);
+    assert!(row.get("estimatedvalue").is_none_or(|v| v.is_null()), "{row}");
+}
+
+#[tokio::test]
+async fn a_misnamed_column_is_reported_by_name() {
+    let h = DynamicsHarness::start().await;
+    let mut cfg = DynamicsConfig::for_simulator(&h.base_url(), "cosell-connector", SecretString::from("sim-secret"));
+    cfg.fields.cosell.audit = "cosell_audti".into();
+    let crm = DynamicsCrm::new(cfg, h.budget.clone()).unwrap();
+    match crm.get_opportunity(DynamicsHarness::MISSING_ID).await {
+        Err(CrmError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("cosell_audti")),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}

@@ -141,3 +141,14 @@ async fn long_names_are_cut_to_the_120_characters_salesforce_allows() {
     let rec = h.crm.create_opportunity(&synced(&"x".repeat(300))).await.unwrap().record;
     assert_eq!(rec.fields.name.map(|n| n.len()), Some(120));
 }
+
+#[tokio::test]
+async fn a_misnamed_field_is_reported_by_name() {
+    let h = SalesforceHarness::with_config(|_| {}, |c| c.fields.cosell.audit = "Audti__c".into()).await;
+    let mut f = synced("A");
+    f.cosell.audit = Some("x".into());
+    match h.crm.create_opportunity(&f).await {
+        Err(CrmError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("Audti__c")),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}

@@ -793,6 +793,8 @@ impl Db {
                     (Method::GET, None) => self.query(req, &set),
                     (Method::POST, None) => self.create(req, &set),
                     (Method::GET, Some(k)) => {
+                        // The query options are parsed before the row is looked up.
+                        self.check_select(&set, req.select().as_deref())?;
                         let id = self.resolve(&set, k)?;
                         let id = id.ok_or_else(|| ApiError::row_missing(&self.tables[&set].def.logical, k))?;
                         self.respond_row(req, &set, &id, StatusCode::OK)
