@@ -177,3 +177,14 @@ async fn a_misnamed_column_is_reported_by_name() {
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_adapter_shared_behind_an_arc_is_still_a_port() {
+    async fn who<P: CrmPort>(p: &P) -> String {
+        p.whoami().await.unwrap().user_id
+    }
+    let h = DynamicsHarness::start().await;
+    let shared = std::sync::Arc::new(h.crm);
+    assert_eq!(who(&shared).await, cosell_simulators::dynamics::APP_USER_ID);
+    assert_eq!(who(&shared.clone()).await, cosell_simulators::dynamics::APP_USER_ID);
+}

@@ -230,3 +230,25 @@ async fn bad_client_credentials_get_the_oauth_error_body() {
     let r = s.http.post(format!("{}/services/oauth2/token", s.handle.base_url())).form(&form).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
 }
+
+#[tokio::test]
+async fn describe_lists_the_connector_schema_and_the_stage_picklist() {
+    let s = Sim::start().await;
+    let v: Value = s.call(Method::GET, "sobjects/Opportunity/describe", None, &[]).await.json().await.unwrap();
+    let field = |n: &str| v["fields"].as_array().unwrap().iter().find(|f| f["name"] == n).cloned().unwrap();
+    assert_eq!(field("Referral_Identifier__c")["externalId"], true);
+    assert_eq!(field("How_can_Microsoft_help__c")["type"], "multipicklist");
+    assert_eq!(field("IsWon")["updateable"], false);
+    let stage_field = field("StageName");
+    let stages: Vec<&str> =
+        stage_field["picklistValues"].as_array().unwrap().iter().map(|p| p["value"].as_str().unwrap()).collect();
+    assert!(stages.contains(&"On Hold") && stages.contains(&"Closed Won"));
+    let global: Value = s.call(Method::GET, "sobjects", None, &[]).await.json().await.unwrap();
+    assert!(
+        global["sobjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "Microsoft_Solution__c" && o["custom"] == true)
+    );
+}

@@ -572,6 +572,8 @@ impl Org {
                     out
                 })
             }
+            (Method::GET, ["sobjects"]) => Ok(self.describe_global()),
+            (Method::GET, ["sobjects", object, "describe"]) => self.describe(object),
             (Method::GET, ["sobjects", object, id]) => self.get(object, id, query, version),
             (Method::PATCH, ["sobjects", object, id]) => self.patch(object, id, headers, body),
             (Method::DELETE, ["sobjects", object, id]) => self.delete(object, id),
@@ -582,6 +584,61 @@ impl Org {
             _ => Err(SfError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")),
         };
         result.unwrap_or_else(Out::err)
+    }
+
+    fn describe_global(&self) -> Out {
+        let sobjects: Vec<Value> = self
+            .tables
+            .values()
+            .map(|t| {
+                json!({"name": t.def.name, "label": t.def.name.trim_end_matches("__c").replace('_', " "),
+                    "keyPrefix": t.def.prefix, "custom": t.def.name.ends_with("__c"), "createable": t.def.writable,
+                    "updateable": t.def.writable, "deletable": t.def.writable, "queryable": true})
+            })
+            .collect();
+        Out::json(StatusCode::OK, json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}))
+    }
+
+    /// `sobjects/{T}/describe`: the fields a client (or the connector's `doctor`) can check for.
+    fn describe(&self, object: &str) -> Result<Out, SfError> {
+        let def = &self.object(object)?.def;
+        let fields: Vec<Value> = def
+            .fields
+            .iter()
+            .map(|f| {
+                let (ty, reference_to): (&str, Vec<&str>) = match f.ty {
+                    Ty::Id => ("id", vec![]),
+                    Ty::Text => ("string", vec![]),
+                    Ty::Currency => ("currency", vec![]),
+                    Ty::Double => ("double", vec![]),
+                    Ty::Date => ("date", vec![]),
+                    Ty::DateTime => ("datetime", vec![]),
+                    Ty::Bool => ("boolean", vec![]),
+                    Ty::Picklist => ("picklist", vec![]),
+                    Ty::MultiPicklist => ("multipicklist", vec![]),
+                    Ty::Reference(to) => ("reference", vec![to]),
+                };
+                let values: Vec<&str> = match (def.name.as_str(), f.name.as_str()) {
+                    ("Opportunity", "StageName") => schema::STAGES.iter().map(|s| s.0).collect(),
+                    ("Lead", "Status") => schema::LEAD_STATUSES.to_vec(),
+                    (_, "CurrencyIsoCode") => schema::CURRENCIES.to_vec(),
+                    _ => vec![],
+                };
+                let picklist: Vec<Value> = values
+                    .iter()
+                    .map(|v| json!({"value": v, "label": v, "active": true, "defaultValue": false}))
+                    .collect();
+                json!({"name": f.name, "label": f.name.trim_end_matches("__c").replace('_', " "), "type": ty,
+                    "createable": f.writable, "updateable": f.writable, "nillable": !f.required && f.ty != Ty::Bool,
+                    "externalId": f.external_id, "unique": f.external_id, "custom": f.name.ends_with("__c"),
+                    "referenceTo": reference_to, "picklistValues": picklist})
+            })
+            .collect();
+        Ok(Out::json(
+            StatusCode::OK,
+            json!({"name": def.name, "label": def.name.trim_end_matches("__c").replace('_', " "), "keyPrefix": def.prefix,
+                "custom": def.name.ends_with("__c"), "createable": def.writable, "updateable": def.writable, "fields": fields}),
+        ))
     }
 
     fn get(&self, object: &str, id: &str, query: &BTreeMap<String, String>, version: &str) -> Result<Out, SfError> {
