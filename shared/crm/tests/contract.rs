@@ -358,6 +358,27 @@ async fn every_call_is_charged_to_the_budget<H: Harness>() {
     assert_eq!(h.budget().calls(Api::PartnerCenter), 0);
 }
 
+async fn refused_credentials_are_unauthorized<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.adapter(cosell_core::fakes::CountingBudget::default(), "not-the-secret");
+    let err = crm.find_opportunity_by_referral(&referral()).await.unwrap_err();
+    assert!(matches!(err, CrmError::Unauthorized(_)), "{err:?}");
+    assert!(!err.to_string().contains("not-the-secret"));
+}
+
+async fn an_exhausted_budget_stops_calls_before_they_reach_the_crm<H: Harness>() {
+    use cosell_core::budget::{BudgetCaps, DailyBudget};
+    let h = H::start().await;
+    let caps = BudgetCaps(std::collections::BTreeMap::from([(H::API, 1)]));
+    let store = cosell_core::fakes::InMemoryState::new(h.clock().clone());
+    let crm = h.adapter(DailyBudget::new(store, h.clock().clone(), caps), "sim-secret");
+    crm.find_opportunity_by_referral(&referral()).await.unwrap();
+    let calls = h.api_calls().await;
+    let err = crm.find_opportunity_by_referral(&referral()).await.unwrap_err();
+    assert!(matches!(err, CrmError::LimitExceeded { resets_at: Some(_), .. }), "{err:?}");
+    assert_eq!(h.api_calls().await, calls);
+}
+
 macro_rules! contract_suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -430,6 +451,14 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn a_missing_privilege_is_named() {
                 super::a_missing_privilege_is_named::<$harness>().await
+            }
+            #[tokio::test]
+            async fn refused_credentials_are_unauthorized() {
+                super::refused_credentials_are_unauthorized::<$harness>().await
+            }
+            #[tokio::test]
+            async fn an_exhausted_budget_stops_calls_before_they_reach_the_crm() {
+                super::an_exhausted_budget_stops_calls_before_they_reach_the_crm::<$harness>().await
             }
             #[tokio::test]
             async fn every_call_is_charged_to_the_budget() {

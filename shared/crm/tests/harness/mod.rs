@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cosell_core::ManualClock;
-use cosell_core::budget::Api;
+use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::crm::CrmPort;
 use cosell_core::fakes::CountingBudget;
 use cosell_crm::{DynamicsConfig, DynamicsCrm};
@@ -43,6 +43,8 @@ pub trait Harness: Sized {
     /// A seller edits the opportunity's description in the CRM.
     async fn user_edit_description(&self, id: &str, text: &str);
     async fn count_opportunities_with_referral(&self, referral: &str) -> usize;
+    /// Another adapter on the same simulator, with its own budget and (optionally) a wrong secret.
+    fn adapter<B: ApiBudget>(&self, budget: B, secret: &str) -> impl CrmPort;
 }
 
 pub fn start_clock() -> ManualClock {
@@ -106,6 +108,11 @@ impl Harness for DynamicsHarness {
     }
     fn base_url(&self) -> String {
         self.sim.base_url()
+    }
+    fn adapter<B: ApiBudget>(&self, budget: B, secret: &str) -> impl CrmPort {
+        let cfg =
+            DynamicsConfig::for_simulator(&self.base_url(), "cosell-connector", SecretString::from(secret.to_owned()));
+        DynamicsCrm::new(cfg, budget).unwrap()
     }
     async fn user_edit_description(&self, id: &str, text: &str) {
         let url = format!("{}/_sim/records/opportunities/{id}", self.base_url());
@@ -171,6 +178,15 @@ impl Harness for SalesforceHarness {
     }
     fn base_url(&self) -> String {
         self.sim.base_url()
+    }
+    fn adapter<B: ApiBudget>(&self, budget: B, secret: &str) -> impl CrmPort {
+        let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+            client_id: "cosell-connector".into(),
+            client_secret: SecretString::from(secret.to_owned()),
+        };
+        let mut cfg = cosell_crm::SalesforceConfig::new(&self.base_url(), auth);
+        cfg.fields.multi_currency = true;
+        cosell_crm::SalesforceCrm::new(cfg, budget).unwrap()
     }
     async fn user_edit_description(&self, id: &str, text: &str) {
         let url = format!("{}/_sim/records/Opportunity/{id}", self.base_url());
