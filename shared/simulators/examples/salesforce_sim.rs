@@ -10,6 +10,7 @@ use cosell_simulators::salesforce::{Config, Simulator};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::new(Arc::new(SystemClock));
     config.port = port_from_args()?;
+    config.seed_demo = true;
     let sim = Simulator::start(config).await?;
     eprintln!("Salesforce simulator on {} (client id cosell-connector, secret sim-secret)", sim.base_url());
     sim.wait().await;

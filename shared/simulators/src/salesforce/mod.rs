@@ -56,6 +56,9 @@ pub struct Config {
     pub multi_currency: bool,
     /// API requests per (simulated) day before `REQUEST_LIMIT_EXCEEDED`.
     pub daily_api_limit: u64,
+    /// Seed demo data (accounts, contacts, opportunities with and without the sync flag, a lead) as a
+    /// seller would have entered it, for the sandbox and the stand-alone binary.
+    pub seed_demo: bool,
     /// Session lifetime (Salesforce returns no `expires_in`; sessions time out per org setting).
     pub session_lifetime: Duration,
 }
@@ -72,6 +75,7 @@ impl Config {
             multi_currency: false,
             daily_api_limit: 100_000,
             session_lifetime: Duration::hours(2),
+            seed_demo: false,
         }
     }
 }
@@ -220,7 +224,65 @@ impl Org {
         let user = json!({"Username": org.config.username, "Name": "Co-sell Integration"});
         org.seed_with_id("User", INTEGRATION_USER_ID, user);
         org.seed_with_id("User", SIM_USER_ID, json!({"Username": "seller@cosell.example", "Name": "Sam Seller"}));
+        if org.config.seed_demo
+            && let Err(e) = org.seed_demo()
+        {
+            tracing::error!(error = ?e, "demo data could not be seeded");
+        }
         org
+    }
+
+    fn seed_demo(&mut self) -> Result<(), SfError> {
+        let obj = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let contoso = self.create(
+            "Account",
+            &obj(json!({"Name": "Contoso Ltd", "BillingPostalCode": "75001", "BillingCity": "Paris", "BillingCountry": "FR"})),
+            SIM_USER_ID,
+            true,
+        )?;
+        let fabrikam = self.create(
+            "Account",
+            &obj(json!({"Name": "Fabrikam Inc", "BillingPostalCode": "98052", "BillingCity": "Redmond", "BillingCountry": "US"})),
+            SIM_USER_ID,
+            true,
+        )?;
+        let ada = self.create(
+            "Contact",
+            &obj(json!({"FirstName": "Ada", "LastName": "Lovelace", "Email": "ada@contoso.example", "AccountId": contoso})),
+            SIM_USER_ID,
+            true,
+        )?;
+        let mut shared = obj(json!({"Name": "Contoso – Azure migration", "Amount": 250000, "CloseDate": "2026-09-30",
+            "StageName": "Prospecting", "Description": "Migrate the on-premises ERP to Azure", "AccountId": contoso,
+            "ContactId": ada, "Sync_with_Partner_Center__c": true,
+            "How_can_Microsoft_help__c": "Customer Technical Architectural Support", "Visibility__c": "Visible"}));
+        if self.config.multi_currency {
+            shared.insert("CurrencyIsoCode".into(), json!("EUR"));
+        }
+        let opp = self.create("Opportunity", &shared, SIM_USER_ID, true)?;
+        self.create(
+            "Microsoft_Solution__c",
+            &obj(json!({"Name": "Contoso Cloud Accelerator", "Solution_Identifier__c": "SOL-CONTOSO-CLOUD", "Opportunity__c": opp})),
+            SIM_USER_ID,
+            true,
+        )?;
+        self.create(
+            "Opportunity",
+            &obj(
+                json!({"Name": "Fabrikam – Dynamics rollout (not shared)", "Amount": 80000, "CloseDate": "2026-12-15",
+                "StageName": "Qualification", "AccountId": fabrikam, "Sync_with_Partner_Center__c": false}),
+            ),
+            SIM_USER_ID,
+            true,
+        )?;
+        self.create(
+            "Lead",
+            &obj(json!({"FirstName": "Grace", "LastName": "Hopper", "Company": "Northwind Traders", "Title": "Northwind – data platform",
+                "Email": "grace@northwind.example", "Country": "DE", "Status": "Open - Not Contacted", "Sync_with_Partner_Center__c": true})),
+            SIM_USER_ID,
+            true,
+        )?;
+        Ok(())
     }
 
     fn seed(&mut self, object: &str, rec: Value) {
