@@ -263,3 +263,95 @@ async fn paging_follows_next_links_and_the_api_counter_counts_calls() {
     let stats: Value = reqwest::get(format!("{}/_sim/stats", s.handle.base_url())).await.unwrap().json().await.unwrap();
     assert_eq!(stats["api_calls_total"], 7);
 }
+
+fn batch_body(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        out.push_str("--batch_7f3a\r\n");
+        out.push_str(p);
+    }
+    out.push_str("--batch_7f3a--\r\n");
+    out
+}
+
+fn http_part(request: &str) -> String {
+    format!("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n{request}\r\n")
+}
+
+fn changeset(parts: &[(u32, &str)]) -> String {
+    let mut out = String::from("Content-Type: multipart/mixed; boundary=\"changeset_1\"\r\n\r\n");
+    for (id, request) in parts {
+        out.push_str(&format!(
+            "--changeset_1\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {id}\r\n\r\n{request}\r\n"
+        ));
+    }
+    out.push_str("--changeset_1--\r\n");
+    out
+}
+
+async fn post_batch(s: &Sim, body: String, prefer: Option<&str>) -> (StatusCode, String) {
+    let mut req = s
+        .http
+        .post(s.api("$batch"))
+        .bearer_auth(&s.token)
+        .header("Content-Type", "multipart/mixed; boundary=\"batch_7f3a\"")
+        .body(body);
+    if let Some(p) = prefer {
+        req = req.header("Prefer", p);
+    }
+    let r = req.send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("multipart/mixed; boundary=batchresponse_"));
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn batch_runs_change_sets_with_content_id_references_and_counts_every_request() {
+    let s = Sim::start().await;
+    let set = changeset(&[
+        (
+            1,
+            "POST /api/data/v9.2/accounts HTTP/1.1\r\nContent-Type: application/json; type=entry\r\n\r\n{\"name\":\"Batch Co\"}",
+        ),
+        (
+            2,
+            "POST /api/data/v9.2/contacts HTTP/1.1\r\nContent-Type: application/json; type=entry\r\n\r\n{\"lastname\":\"Doe\",\"parentcustomerid_account@odata.bind\":\"$1\"}",
+        ),
+    ]);
+    let get = http_part("GET /api/data/v9.2/accounts?$select=name HTTP/1.1\r\nAccept: application/json\r\n");
+    let (status, text) = post_batch(&s, batch_body(&[&set, &get]), None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 204 No Content").count(), 2, "{text}");
+    assert!(text.contains("--changesetresponse_") && text.contains("Content-ID: 2"), "{text}");
+    assert!(text.contains("\"name\":\"Batch Co\""), "{text}");
+    let contacts: Value =
+        s.call(Method::GET, "contacts?$select=_parentcustomerid_value", None, &[]).await.json().await.unwrap();
+    let accounts: Value = s.call(Method::GET, "accounts?$select=accountid", None, &[]).await.json().await.unwrap();
+    assert_eq!(contacts["value"][0]["_parentcustomerid_value"], accounts["value"][0]["accountid"]);
+    let stats: Value = reqwest::get(format!("{}/_sim/stats", s.handle.base_url())).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["api_calls_total"], 5, "three inner requests in the batch plus two GETs");
+}
+
+#[tokio::test]
+async fn a_failing_change_set_rolls_back_and_stops_the_batch_unless_asked_to_continue() {
+    let s = Sim::start().await;
+    let bad_set = changeset(&[
+        (
+            1,
+            "POST /api/data/v9.2/accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"name\":\"Rolled back\"}",
+        ),
+        (2, "POST /api/data/v9.2/accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"nmae\":\"typo\"}"),
+    ]);
+    let after = http_part(
+        "POST /api/data/v9.2/accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{\"name\":\"After\"}",
+    );
+    let (status, text) = post_batch(&s, batch_body(&[&bad_set, &after]), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("0x80060888"), "{text}");
+    let accounts: Value = s.call(Method::GET, "accounts?$select=name", None, &[]).await.json().await.unwrap();
+    assert_eq!(accounts["value"].as_array().unwrap().len(), 0, "rolled back and stopped: {accounts}");
+    let (status, text) = post_batch(&s, batch_body(&[&bad_set, &after]), Some("odata.continue-on-error")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let accounts: Value = s.call(Method::GET, "accounts?$select=name", None, &[]).await.json().await.unwrap();
+    let names: Vec<&str> = accounts["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["After"]);
+}

@@ -5,11 +5,13 @@
 //! - `POST /{tenant}/oauth2/v2.0/token` — client credentials; `scope` must be `<base_url>/.default`.
 //! - `/api/data/v9.2/…` — `WhoAmI`, entity sets (`GET` query with `$select/$filter/$orderby/$top/$count`,
 //!   `Prefer: odata.maxpagesize`, `@odata.nextLink`, `Prefer: odata.track-changes` + `@odata.deltaLink`;
-//!   `POST` create), records by primary or alternate key (`GET/PATCH/DELETE`, `If-Match`,
+//!   `POST` create), `$batch` (change sets, `Content-ID`, `odata.continue-on-error`), records by primary
+//!   or alternate key (`GET/PATCH/DELETE`, `If-Match`,
 //!   `If-None-Match`, upsert, `Prefer: return=representation`), `WinOpportunity`, `LoseOpportunity`.
 //! - `/_sim/…` — the control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`,
 //!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user).
 
+mod batch;
 mod odata;
 mod schema;
 
@@ -752,12 +754,22 @@ async fn api(State(state): State<Shared<Db>>, method: Method, uri: Uri, headers:
     let query: BTreeMap<String, String> =
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let req = Req { method, path, query, headers, body };
-    let (resp, hang_ms) = {
+    let is_batch = req.method == Method::POST && req.path == "$batch";
+    let (resp, batch, hang_ms) = {
         let mut db = lock(&state);
         match db.gate(&req) {
-            Err(e) => (e.into_response(), None),
-            Ok(hang_ms) => (db.dispatch(&req).unwrap_or_else(IntoResponse::into_response), hang_ms),
+            Err(e) => (Some(e.into_response()), None, None),
+            Ok(hang_ms) if is_batch => match db.batch(&req) {
+                Ok(b) => (None, Some(b), hang_ms),
+                Err(e) => (Some(e.into_response()), None, hang_ms),
+            },
+            Ok(hang_ms) => (Some(db.dispatch(&req).unwrap_or_else(IntoResponse::into_response)), None, hang_ms),
         }
+    };
+    let resp = match (resp, batch) {
+        (_, Some(b)) => batch::render(b).await,
+        (Some(r), None) => r,
+        (None, None) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     if let Some(ms) = hang_ms {
         hang(ms).await;
