@@ -252,3 +252,43 @@ async fn describe_lists_the_connector_schema_and_the_stage_picklist() {
             .any(|o| o["name"] == "Microsoft_Solution__c" && o["custom"] == true)
     );
 }
+
+#[tokio::test]
+async fn deleted_records_go_to_the_recycle_bin_seen_by_query_all_and_get_deleted() {
+    let s = Sim::start().await;
+    let id = s
+        .call(Method::POST, "sobjects/Account", Some(json!({"Name": "Gone"})), &[])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.call(Method::POST, "sobjects/Account", Some(json!({"Name": "Kept"})), &[]).await;
+    assert_eq!(
+        s.call(Method::DELETE, &format!("sobjects/Account/{id}"), None, &[]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(s.call(Method::GET, &format!("sobjects/Account/{id}"), None, &[]).await.status(), StatusCode::NOT_FOUND);
+    let q = urlencoding::encode("SELECT Id, IsDeleted FROM Account ORDER BY Name").into_owned();
+    let live: Value = s.call(Method::GET, &format!("query?q={q}"), None, &[]).await.json().await.unwrap();
+    assert_eq!(live["totalSize"], 1);
+    let all: Value = s.call(Method::GET, &format!("queryAll?q={q}"), None, &[]).await.json().await.unwrap();
+    assert_eq!(all["totalSize"], 2);
+    assert_eq!(
+        (all["records"][0]["Id"].as_str(), all["records"][0]["IsDeleted"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    let window = "start=2026-03-02T08%3A00%3A00%2B00%3A00&end=2026-03-02T10%3A00%3A00%2B00%3A00";
+    let deleted: Value =
+        s.call(Method::GET, &format!("sobjects/Account/deleted/?{window}"), None, &[]).await.json().await.unwrap();
+    assert_eq!(deleted["deletedRecords"][0]["id"], id.as_str());
+    assert_eq!(deleted["deletedRecords"][0]["deletedDate"], "2026-03-02T09:00:00.000+0000");
+    let updated: Value =
+        s.call(Method::GET, &format!("sobjects/Account/updated/?{window}"), None, &[]).await.json().await.unwrap();
+    assert_eq!(updated["ids"].as_array().unwrap().len(), 1);
+    let old = "start=2025-01-01T00%3A00%3A00Z&end=2025-01-02T00%3A00%3A00Z";
+    let (status, e) = error_of(s.call(Method::GET, &format!("sobjects/Account/updated/?{old}"), None, &[]).await).await;
+    assert_eq!((status, e["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_REPLICATION_DATE")));
+}

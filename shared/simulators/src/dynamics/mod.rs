@@ -2,7 +2,8 @@
 //! endpoint (`reference/crm-apis.md` Part A).
 //!
 //! Routes:
-//! - `POST /{tenant}/oauth2/v2.0/token` — client credentials; `scope` must be `<base_url>/.default`.
+//! - `POST /{tenant}/oauth2/v2.0/token` — client credentials (form or Basic); `scope` must be
+//!   `<base_url>/.default` or `<org_url>/.default`; `GET /{tenant}/v2.0/.well-known/openid-configuration`.
 //! - `/api/data/v9.2/…` — `WhoAmI`, entity sets (`GET` query with `$select/$filter/$orderby/$top/$count`,
 //!   `Prefer: odata.maxpagesize`, `@odata.nextLink`, `Prefer: odata.track-changes` + `@odata.deltaLink`;
 //!   `POST` create), `$batch` (change sets, `Content-ID`, `odata.continue-on-error`), records by primary

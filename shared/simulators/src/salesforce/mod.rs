@@ -6,7 +6,9 @@
 //! - `GET /services/data/` — versions (not counted).
 //! - `/services/data/vXX.X/`: `query`, `queryAll`, `query/{locator}`, `sobjects/{T}` (POST),
 //!   `sobjects/{T}/{id}` (GET/PATCH/DELETE), `sobjects/{T}/{externalIdField}/{value}` (GET, PATCH upsert),
-//!   `composite` (one API call, `@{ref.field}` references, `allOrNone`), `limits`.
+//!   `sobjects/{T}/updated|deleted` (replication), `sobjects` and `sobjects/{T}/describe`,
+//!   `composite` (one API call, `@{ref.field}` references, `allOrNone`), `limits`. Deleted records go to
+//!   a recycle bin that `queryAll` and `deleted` see.
 //!   Every response carries `Sforce-Limit-Info`; errors are JSON arrays `[{"message","errorCode","fields"}]`.
 //! - `/_sim/…` — control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`, `GET /_sim/journal`,
 //!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user).
@@ -86,6 +88,8 @@ type Record = Map<String, Value>;
 struct Table {
     def: Object,
     rows: BTreeMap<String, (u64, Record)>,
+    /// Deleted records (`IsDeleted = true`), visible to `queryAll` and `getDeleted`.
+    recycle: BTreeMap<String, (u64, Record, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +206,7 @@ impl Org {
     fn new(base_url: String, config: Config) -> Self {
         let mut tables = BTreeMap::new();
         for def in schema::objects(config.multi_currency) {
-            tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new() });
+            tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new(), recycle: BTreeMap::new() });
         }
         let mut org = Self {
             base_url,
@@ -551,7 +555,7 @@ impl Org {
 
     fn render(&self, object: &str, id: &str, fields: Option<&[String]>, version: &str) -> Option<Value> {
         let t = self.object(object).ok()?;
-        let (_, rec) = t.rows.get(id)?;
+        let rec = t.rows.get(id).map(|(_, r)| r).or_else(|| t.recycle.get(id).map(|(_, r, _)| r))?;
         let mut out = Map::new();
         out.insert(
             "attributes".into(),
@@ -613,9 +617,11 @@ impl Org {
             });
         }
         let result = match (method.clone(), segs.as_slice()) {
-            (Method::GET, ["query" | "queryAll"]) => {
-                self.query(query.get("q").map(String::as_str).unwrap_or(""), headers, version)
+            (Method::GET, [kind @ ("query" | "queryAll")]) => {
+                self.query(query.get("q").map(String::as_str).unwrap_or(""), headers, version, *kind == "queryAll")
             }
+            (Method::GET, ["sobjects", object, "updated"]) => self.replication(object, query, false),
+            (Method::GET, ["sobjects", object, "deleted"]) => self.replication(object, query, true),
             (Method::GET, ["query" | "queryAll", locator]) => self.more(locator, version),
             (Method::GET, ["limits"]) => {
                 let today = self.counter.stats(self.config.daily_api_limit).api_calls_today;
@@ -747,10 +753,70 @@ impl Org {
     fn delete(&mut self, object: &str, id: &str) -> Result<Out, SfError> {
         let id = self.find_id(object, id).ok_or_else(SfError::not_found)?;
         let name = self.object(object)?.def.name.clone();
-        if let Some(t) = self.tables.get_mut(&name) {
-            t.rows.remove(&id);
+        let now = self.now();
+        let stamp = sf_time(self.modstamp());
+        if let Some(t) = self.tables.get_mut(&name)
+            && let Some((seq, mut rec)) = t.rows.remove(&id)
+        {
+            rec.insert("IsDeleted".into(), json!(true));
+            rec.insert("SystemModstamp".into(), json!(stamp));
+            t.recycle.insert(id, (seq, rec, now));
         }
         Ok(Out::empty(StatusCode::NO_CONTENT))
+    }
+
+    /// `sobjects/{T}/updated` and `sobjects/{T}/deleted` (replication): minute-granular windows
+    /// within the last 30 (updated) or 15 (deleted) days.
+    fn replication(&self, object: &str, query: &BTreeMap<String, String>, deleted: bool) -> Result<Out, SfError> {
+        let t = self.object(object)?;
+        let parse = |k: &str| {
+            query.get(k).and_then(|v| soql::parse_sf_datetime(v)).ok_or_else(|| {
+                SfError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REPLICATION_DATE",
+                    &format!("{k} must be an ISO 8601 date-time"),
+                )
+            })
+        };
+        let minute = |d: DateTime<Utc>| {
+            d - Duration::seconds(i64::from(chrono::Timelike::second(&d)))
+                - Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&d)))
+        };
+        let (start, end) = (minute(parse("start")?), minute(parse("end")?));
+        let days = if deleted { 15 } else { 30 };
+        if start > end || start < self.now() - Duration::days(days) {
+            return Err(SfError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REPLICATION_DATE",
+                &format!("start must be before end and within the last {days} days"),
+            ));
+        }
+        let latest = sf_time(end.min(minute(self.now())));
+        if deleted {
+            let records: Vec<Value> = t
+                .recycle
+                .iter()
+                .filter(|(_, (_, _, at))| *at >= start && *at < end)
+                .map(|(id, (_, _, at))| json!({"id": id, "deletedDate": sf_time(*at)}))
+                .collect();
+            let earliest = sf_time(self.now() - Duration::days(days));
+            return Ok(Out::json(
+                StatusCode::OK,
+                json!({"deletedRecords": records, "earliestDateAvailable": earliest, "latestDateCovered": latest}),
+            ));
+        }
+        let ids: Vec<&String> = t
+            .rows
+            .iter()
+            .filter(|(_, (_, r))| {
+                r.get("SystemModstamp")
+                    .and_then(Value::as_str)
+                    .and_then(soql::parse_sf_datetime)
+                    .is_some_and(|m| m >= start && m < end)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        Ok(Out::json(StatusCode::OK, json!({"ids": ids, "latestDateCovered": latest})))
     }
 
     fn by_external_id(&self, object: &str, field: &str, value: &str) -> Result<String, SfError> {
@@ -821,7 +887,7 @@ impl Org {
         }
     }
 
-    fn query(&mut self, q: &str, headers: &HeaderMap, version: &str) -> Result<Out, SfError> {
+    fn query(&mut self, q: &str, headers: &HeaderMap, version: &str, all: bool) -> Result<Out, SfError> {
         let parsed = soql::parse(q).map_err(|e| SfError::new(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &e))?;
         let t = self.object(&parsed.object).map_err(|_| {
             SfError::new(
@@ -840,9 +906,12 @@ impl Org {
         Self::check_fields(&def, &cond_fields)?;
         let order_canon = Self::check_fields(&def, &order_fields)?;
         let canon = |f: &str| def.field(f).map(|x| x.name.clone()).unwrap_or_default();
+        let deleted = t.recycle.values().filter(|_| all).map(|(seq, r, _)| (seq, r));
         let mut rows: Vec<(u64, &Record)> = t
             .rows
             .values()
+            .map(|(seq, r)| (seq, r))
+            .chain(deleted)
             .filter(|(_, r)| {
                 parsed.filter.as_ref().is_none_or(|c| c.eval(&|f| r.get(&canon(f)).cloned().unwrap_or(Value::Null)))
             })
@@ -952,8 +1021,9 @@ impl Org {
                 "A composite request may have up to 25 subrequests",
             ));
         }
-        let snapshot: BTreeMap<String, BTreeMap<String, (u64, Record)>> =
-            self.tables.iter().map(|(k, t)| (k.clone(), t.rows.clone())).collect();
+        type Snapshot = (BTreeMap<String, (u64, Record)>, BTreeMap<String, (u64, Record, DateTime<Utc>)>);
+        let snapshot: BTreeMap<String, Snapshot> =
+            self.tables.iter().map(|(k, t)| (k.clone(), (t.rows.clone(), t.recycle.clone()))).collect();
         let mut results: Vec<Value> = Vec::new();
         let mut refs: BTreeMap<String, Value> = BTreeMap::new();
         let mut failed = false;
@@ -1012,9 +1082,10 @@ impl Org {
             results.push(json!({"body": out.body, "httpHeaders": hdrs, "httpStatusCode": out.status.as_u16(), "referenceId": reference}));
         }
         if failed && all_or_none {
-            for (k, rows) in snapshot {
+            for (k, (rows, recycle)) in snapshot {
                 if let Some(t) = self.tables.get_mut(&k) {
                     t.rows = rows;
+                    t.recycle = recycle;
                 }
             }
             for r in &mut results {
