@@ -972,8 +972,13 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
-        let previous: DeltaCursor = match cursor {
-            Some(c) => serde_json::from_str(&c.0).unwrap_or_default(),
+        // A missing or unreadable cursor (another CRM's, a corrupted one) restarts with a snapshot.
+        let previous: DeltaCursor = match cursor.map(|c| serde_json::from_str(&c.0)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "unreadable Dataverse change cursor; full resync");
+                DeltaCursor::default()
+            }
             None => DeltaCursor::default(),
         };
         let (mut changes, opp_link, mut full) =

@@ -1035,11 +1035,15 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
-        let previous: SfCursor = match cursor {
-            Some(c) => serde_json::from_str(&c.0).unwrap_or_default(),
-            None => SfCursor::default(),
+        // A missing or unreadable cursor (another CRM's, a corrupted one) restarts with a snapshot.
+        let (previous, full): (SfCursor, bool) = match cursor.map(|c| serde_json::from_str(&c.0)) {
+            Some(Ok(c)) => (c, false),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "unreadable Salesforce change cursor; full resync");
+                (SfCursor::default(), true)
+            }
+            None => (SfCursor::default(), true),
         };
-        let full = cursor.is_none();
         let opp_q = self.feed_query(Obj::Opportunity, &previous.opportunities);
         let query_path = |q: &str| self.data(&format!("query?q={}", urlencoding::encode(q)));
         let (opp_page, lead_page) = if self.config.fields.feed_leads {

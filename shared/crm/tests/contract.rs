@@ -321,6 +321,14 @@ async fn change_feed_returns_each_change_once_and_an_idle_poll_costs_one_call<H:
     assert_eq!(echo.changes[0].meta.modified_by.as_deref(), Some(me.user_id.as_str()));
 }
 
+async fn an_unreadable_cursor_restarts_the_feed_with_a_snapshot<H: Harness>() {
+    let h = H::start().await;
+    let synced = h.crm().create_opportunity(&opportunity(Some(referral()))).await.unwrap().record;
+    let batch = h.crm().changes(Some(&cosell_core::crm::ChangeCursor("not a cursor".into()))).await.unwrap();
+    assert!(batch.full_resync);
+    assert_eq!(batch.changes.iter().map(|c| c.record.id()).collect::<Vec<_>>(), [synced.id.as_str()]);
+}
+
 async fn throttling_and_outages_are_retryable_errors<H: Harness>() {
     let h = H::start().await;
     h.fault(json!({"kind": "throttle", "retry_after": 7})).await;
@@ -439,6 +447,10 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn change_feed_returns_each_change_once_and_an_idle_poll_costs_one_call() {
                 super::change_feed_returns_each_change_once_and_an_idle_poll_costs_one_call::<$harness>().await
+            }
+            #[tokio::test]
+            async fn an_unreadable_cursor_restarts_the_feed_with_a_snapshot() {
+                super::an_unreadable_cursor_restarts_the_feed_with_a_snapshot::<$harness>().await
             }
             #[tokio::test]
             async fn throttling_and_outages_are_retryable_errors() {
