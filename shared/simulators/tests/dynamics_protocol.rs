@@ -355,3 +355,62 @@ async fn a_failing_change_set_rolls_back_and_stops_the_batch_unless_asked_to_con
     let names: Vec<&str> = accounts["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["After"]);
 }
+
+#[tokio::test]
+async fn single_columns_and_lookup_references_can_be_set_and_cleared() {
+    let s = Sim::start().await;
+    let prefer = [("Prefer", "return=representation")];
+    let acc: Value = s
+        .call(Method::POST, "accounts?$select=accountid", Some(json!({"name": "A"})), &prefer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let opp: Value = s
+        .call(Method::POST, "opportunities?$select=opportunityid", Some(json!({"name": "o"})), &prefer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (acc, opp) = (acc["accountid"].as_str().unwrap(), opp["opportunityid"].as_str().unwrap());
+    let base = format!("opportunities({opp})");
+    assert_eq!(
+        s.call(Method::PUT, &format!("{base}/description"), Some(json!({"value": "hello"})), &[]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let v: Value = s.call(Method::GET, &format!("{base}/description"), None, &[]).await.json().await.unwrap();
+    assert_eq!(v["value"], "hello");
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{base}/parentaccountid/$ref"),
+            Some(json!({"@odata.id": format!("accounts({acc})")})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let v: Value = s
+        .call(Method::GET, &format!("{base}?$select=_parentaccountid_value,description"), None, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["_parentaccountid_value"], acc);
+    assert_eq!(
+        s.call(Method::DELETE, &format!("{base}/parentaccountid/$ref"), None, &[]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::DELETE, &format!("{base}/description"), None, &[]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let v: Value = s
+        .call(Method::GET, &format!("{base}?$select=_parentaccountid_value,description"), None, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["_parentaccountid_value"].is_null() && v["description"].is_null(), "{v}");
+    let count = s.call(Method::GET, "opportunities/$count", None, &[]).await.text().await.unwrap();
+    assert_eq!(count, "1");
+}

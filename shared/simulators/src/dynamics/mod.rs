@@ -8,7 +8,8 @@
 //!   `Prefer: odata.maxpagesize`, `@odata.nextLink`, `Prefer: odata.track-changes` + `@odata.deltaLink`;
 //!   `POST` create), `$batch` (change sets, `Content-ID`, `odata.continue-on-error`), records by primary
 //!   or alternate key (`GET/PATCH/DELETE`, `If-Match`,
-//!   `If-None-Match`, upsert, `Prefer: return=representation`), `WinOpportunity`, `LoseOpportunity`.
+//!   `If-None-Match`, upsert, `Prefer: return=representation`), single columns and lookup `$ref`s
+//!   (`PUT|DELETE …/{column}`, `…/{nav}/$ref`), `{set}/$count`, `WinOpportunity`, `LoseOpportunity`.
 //! - `/_sim/…` — the control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`,
 //!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user).
 
@@ -862,6 +863,14 @@ impl Db {
                 "BusinessUnitId": BUSINESS_UNIT_ID, "UserId": APP_USER_ID, "OrganizationId": ORGANIZATION_ID}))),
             (Method::POST, "WinOpportunity") => self.close(req, true),
             (Method::POST, "LoseOpportunity") => self.close(req, false),
+            _ if path.ends_with("/$count") => {
+                let set = path.trim_end_matches("/$count");
+                let n = self.table(set)?.rows.len();
+                let mut resp = (StatusCode::OK, n.to_string()).into_response();
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                Ok(resp)
+            }
+            _ if path.contains(")/") => self.property(req, path),
             _ => {
                 let (set, key) = split_set_key(path).ok_or_else(|| ApiError::not_found_resource(path))?;
                 let set = set.to_owned();
@@ -897,6 +906,58 @@ impl Db {
                 }
             }
         }
+    }
+
+    /// `PUT|DELETE /{set}({key})/{column}` (one column) and `PUT|DELETE /{set}({key})/{nav}/$ref` (a lookup).
+    fn property(&mut self, req: &Req, path: &str) -> Result<Response, ApiError> {
+        let i = path.find(")/").ok_or_else(|| ApiError::not_found_resource(path))?;
+        let (record, rest) = (&path[..=i], &path[i + 2..]);
+        let (set, key) = split_set_key(record).ok_or_else(|| ApiError::not_found_resource(path))?;
+        let key = key.ok_or_else(|| ApiError::not_found_resource(path))?;
+        let set = set.to_owned();
+        let logical = self.table(&set)?.def.logical.clone();
+        let id = self.resolve(&set, key)?.ok_or_else(|| ApiError::row_missing(&logical, key))?;
+        let mut body = Map::new();
+        match (req.method.clone(), rest.strip_suffix("/$ref")) {
+            (Method::PUT, Some(nav)) => {
+                let v = Self::body(req, &set)?;
+                let target = v
+                    .get("@odata.id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::payload(&set, "@odata.id is required"))?;
+                let target = if target.starts_with('/') || target.contains(API) {
+                    target.to_owned()
+                } else {
+                    format!("/{target}")
+                };
+                body.insert(format!("{nav}@odata.bind"), json!(target));
+            }
+            (Method::DELETE, Some(nav)) => {
+                body.insert(nav.to_owned(), Value::Null);
+            }
+            (Method::PUT, None) => {
+                let v = Self::body(req, &set)?;
+                body.insert(rest.to_owned(), v.get("value").cloned().unwrap_or(Value::Null));
+            }
+            (Method::DELETE, None) => {
+                body.insert(rest.to_owned(), Value::Null);
+            }
+            (Method::GET, None) => {
+                self.check_select(&set, Some(&[rest.to_owned()]))?;
+                let v = self.tables[&set].rows[&id].values.get(rest).cloned().unwrap_or(Value::Null);
+                return Ok(odata_json(json!({
+                    "@odata.context": format!("{}{API}$metadata#{set}({id})/{rest}", self.base_url), "value": v})));
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "0x80060888",
+                    "The HTTP method is not supported for this resource.",
+                ));
+            }
+        }
+        self.update(&set, &id, &body, APP_USER_ID, false)?;
+        Ok(empty(StatusCode::NO_CONTENT))
     }
 
     fn resolve(&self, set: &str, key: &str) -> Result<Option<String>, ApiError> {
