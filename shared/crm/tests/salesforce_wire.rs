@@ -165,3 +165,39 @@ async fn demo_data_is_a_synced_opportunity_with_a_solution_and_a_contact() {
     let account = opp.fields.account_id.unwrap();
     assert!(h.crm.find_contact(&account, "ada@contoso.example").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn api_calls_go_to_the_instance_url_of_the_token_response_not_the_login_host() {
+    let h = SalesforceHarness::start().await;
+    // A login host that only issues tokens (pointing at the simulator as the instance) and serves no API.
+    let form =
+        [("grant_type", "client_credentials"), ("client_id", "cosell-connector"), ("client_secret", "sim-secret")];
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/services/oauth2/token", h.base_url()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login = axum::Router::new().route(
+        "/services/oauth2/token",
+        axum::routing::post(move || {
+            let token = token.clone();
+            async move { axum::Json(token) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let login_url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, login).await });
+    let auth = SalesforceAuth::ClientCredentials {
+        client_id: "cosell-connector".into(),
+        client_secret: SecretString::from("x"),
+    };
+    let crm = SalesforceCrm::new(SalesforceConfig::new(&login_url, auth), h.budget.clone()).unwrap();
+    let before = h.api_calls().await;
+    assert!(crm.find_opportunity_by_referral(&ReferralId::parse("r").unwrap()).await.unwrap().is_none());
+    assert_eq!(h.api_calls().await - before, 1, "the call reached the instance");
+    server.abort();
+}
