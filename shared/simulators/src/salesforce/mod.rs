@@ -349,14 +349,7 @@ impl Org {
     }
 
     /// Validates and applies `body` onto `rec`.
-    fn apply(
-        &self,
-        def: &Object,
-        rec: &mut Record,
-        body: &Map<String, Value>,
-        creating: bool,
-        as_user: bool,
-    ) -> Result<(), SfError> {
+    fn apply(&self, def: &Object, rec: &mut Record, body: &Map<String, Value>, as_user: bool) -> Result<(), SfError> {
         for (k, v) in body {
             if k == "attributes" {
                 continue;
@@ -442,7 +435,6 @@ impl Org {
             }
             rec.insert(field.name.clone(), v.clone());
         }
-        let _ = creating;
         let missing: Vec<String> = def
             .fields
             .iter()
@@ -506,7 +498,7 @@ impl Org {
         if def.name == "Microsoft_Solution__c" && !body.keys().any(|k| k.eq_ignore_ascii_case("Name")) {
             rec.insert("Name".into(), json!(format!("SOL-{:05}", self.seq + 1)));
         }
-        self.apply(&def, &mut rec, body, true, as_user)?;
+        self.apply(&def, &mut rec, body, as_user)?;
         for f in def.fields.iter().filter(|f| f.external_id) {
             if let Some(v) = rec.get(&f.name).filter(|v| !v.is_null()) {
                 let dup = self.object(&def.name)?.rows.values().any(|(_, r)| r.get(&f.name) == Some(v));
@@ -545,7 +537,7 @@ impl Org {
     ) -> Result<(), SfError> {
         let def = self.object(object)?.def.clone();
         let (_, mut rec) = self.object(object)?.rows.get(id).cloned().ok_or_else(SfError::not_found)?;
-        self.apply(&def, &mut rec, body, false, as_user)?;
+        self.apply(&def, &mut rec, body, as_user)?;
         self.stamp(&mut rec, user);
         if let Some((_, r)) = self.tables.get_mut(&def.name).and_then(|t| t.rows.get_mut(id)) {
             *r = rec;
