@@ -408,6 +408,118 @@ pub trait CrmPort: Send + Sync {
     fn changes(&self, cursor: Option<&ChangeCursor>) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send;
 }
 
+/// Shared adapters (one client per process, many handlers) are ports too.
+impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
+    fn kind(&self) -> CrmKind {
+        (**self).kind()
+    }
+    fn whoami(&self) -> impl Future<Output = Result<CrmIdentity, CrmError>> + Send {
+        (**self).whoami()
+    }
+    fn get_opportunity(&self, id: &str) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send {
+        (**self).get_opportunity(id)
+    }
+    fn find_opportunity_by_referral(
+        &self,
+        referral: &ReferralId,
+    ) -> impl Future<Output = Result<Option<OpportunityRecord>, CrmError>> + Send {
+        (**self).find_opportunity_by_referral(referral)
+    }
+    fn create_opportunity(
+        &self,
+        fields: &OpportunityFields,
+    ) -> impl Future<Output = Result<Created<OpportunityRecord>, CrmError>> + Send {
+        (**self).create_opportunity(fields)
+    }
+    fn update_opportunity(
+        &self,
+        id: &str,
+        expected_version: Option<&str>,
+        fields: &OpportunityFields,
+    ) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send {
+        (**self).update_opportunity(id, expected_version, fields)
+    }
+    fn close_opportunity(
+        &self,
+        id: &str,
+        outcome: &CloseOutcome,
+    ) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send {
+        (**self).close_opportunity(id, outcome)
+    }
+    fn set_on_hold(&self, id: &str, on_hold: bool) -> impl Future<Output = Result<OpportunityRecord, CrmError>> + Send {
+        (**self).set_on_hold(id, on_hold)
+    }
+    fn get_lead(&self, id: &str) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send {
+        (**self).get_lead(id)
+    }
+    fn find_lead_by_referral(
+        &self,
+        referral: &ReferralId,
+    ) -> impl Future<Output = Result<Option<LeadRecord>, CrmError>> + Send {
+        (**self).find_lead_by_referral(referral)
+    }
+    fn create_lead(&self, fields: &LeadFields) -> impl Future<Output = Result<Created<LeadRecord>, CrmError>> + Send {
+        (**self).create_lead(fields)
+    }
+    fn update_lead(
+        &self,
+        id: &str,
+        expected_version: Option<&str>,
+        fields: &LeadFields,
+    ) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send {
+        (**self).update_lead(id, expected_version, fields)
+    }
+    fn find_account(
+        &self,
+        fields: &AccountFields,
+    ) -> impl Future<Output = Result<Option<AccountRecord>, CrmError>> + Send {
+        (**self).find_account(fields)
+    }
+    fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send {
+        (**self).create_account(fields)
+    }
+    fn get_account(&self, id: &str) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send {
+        (**self).get_account(id)
+    }
+    fn get_contact(&self, id: &str) -> impl Future<Output = Result<ContactRecord, CrmError>> + Send {
+        (**self).get_contact(id)
+    }
+    fn find_contact(
+        &self,
+        account_id: &str,
+        email: &str,
+    ) -> impl Future<Output = Result<Option<ContactRecord>, CrmError>> + Send {
+        (**self).find_contact(account_id, email)
+    }
+    fn create_contact(
+        &self,
+        account_id: &str,
+        fields: &ContactFields,
+    ) -> impl Future<Output = Result<ContactRecord, CrmError>> + Send {
+        (**self).create_contact(account_id, fields)
+    }
+    fn list_solutions(
+        &self,
+        opportunity_id: &str,
+    ) -> impl Future<Output = Result<Vec<SolutionRecord>, CrmError>> + Send {
+        (**self).list_solutions(opportunity_id)
+    }
+    fn add_solution(
+        &self,
+        opportunity_id: &str,
+        solution_id: &str,
+        name: Option<&str>,
+    ) -> impl Future<Output = Result<SolutionRecord, CrmError>> + Send {
+        (**self).add_solution(opportunity_id, solution_id, name)
+    }
+    fn remove_solution(&self, solution_row_id: &str) -> impl Future<Output = Result<(), CrmError>> + Send {
+        (**self).remove_solution(solution_row_id)
+    }
+    fn changes(&self, cursor: Option<&ChangeCursor>) -> impl Future<Output = Result<ChangeBatch, CrmError>> + Send {
+        (**self).changes(cursor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

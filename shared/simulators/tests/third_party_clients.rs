@@ -1,0 +1,80 @@
+//! Widely used third-party clients, unmodified, against the simulators: MSAL + requests for Dataverse,
+//! simple-salesforce for Salesforce. The Python interpreter comes from `COSELL_PYTHON` (a venv with
+//! `infra/requirements-test.txt` installed).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cosell_core::SystemClock;
+use cosell_simulators::{dynamics, salesforce};
+use serde_json::Value;
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn python() -> String {
+    match std::env::var("COSELL_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => p,
+        _ => panic!(
+            "COSELL_PYTHON is not set. These tests run third-party API clients against the simulators: run the \
+             README test command (it installs infra/requirements-test.txt into the repo's .venv and sets \
+             COSELL_PYTHON), or set COSELL_PYTHON to a Python with `pip install -r infra/requirements-test.txt`."
+        ),
+    }
+}
+
+/// Runs a client script and returns its JSON output line; fails the test with the script's stderr.
+async fn run_client(script: &str, args: &[String]) -> Value {
+    let out = tokio::process::Command::new(python())
+        .arg(clients_dir().join(script))
+        .args(args)
+        .current_dir(clients_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("could not start COSELL_PYTHON={}: {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+async fn sim_get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msal_and_requests_authenticate_query_create_and_update_on_the_dataverse_simulator() {
+    let org = "https://cosell-sim.crm4.dynamics.com";
+    let mut config = dynamics::Config::new(Arc::new(SystemClock));
+    config.org_url = Some(org.into());
+    let sim = dynamics::Simulator::start(config).await.unwrap();
+    let out = run_client("dynamics_client.py", &[sim.base_url(), org.into()]).await;
+    let opp = out["opportunity"].as_str().unwrap();
+    let row = sim_get(&format!("{}/_sim/records/opportunities/{opp}", sim.base_url())).await;
+    assert_eq!(row["estimatedvalue"], 2000);
+    assert_eq!(row["_parentaccountid_value"], out["account"]);
+    assert_eq!(row["_modifiedby_value"], dynamics::APP_USER_ID);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_salesforce_authenticates_queries_creates_and_updates_on_the_salesforce_simulator() {
+    let key_dir = clients_dir().join("fixtures");
+    let mut config = salesforce::Config::new(Arc::new(SystemClock));
+    config.jwt_public_key_pem = Some(std::fs::read_to_string(key_dir.join("jwt-test-public.pem")).unwrap());
+    let sim = salesforce::Simulator::start(config).await.unwrap();
+    let key = key_dir.join("jwt-test-key.pem").display().to_string();
+    let out = run_client("salesforce_client.py", &[sim.base_url(), key]).await;
+    let opp = out["opportunity"].as_str().unwrap();
+    let row = sim_get(&format!("{}/_sim/records/Opportunity/{opp}", sim.base_url())).await;
+    assert_eq!(row["StageName"], "Closed Won");
+    assert_eq!(row["IsWon"], true);
+    assert_eq!(row["AccountId"], out["account"]);
+    let stats = sim_get(&format!("{}/_sim/stats", sim.base_url())).await;
+    assert!(stats["api_calls_today"].as_u64().unwrap() >= 10, "{stats}");
+}
