@@ -1,0 +1,253 @@
+//! The connector in one process: the webhook receiver on a local port, one worker per queue and
+//! the poller — the very handlers the Lambda functions run (`cosell-app`), over whichever store and
+//! queues the configuration names. Also records what the status page charts: the time from a
+//! change (the webhook's change date, or the enqueue) to the worker's success.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cosell_app::poller::{Poller, PollerSettings};
+use cosell_app::receiver::{Receiver, router};
+use cosell_app::work::WorkItem;
+use cosell_app::worker::{Disposition, Incoming, handle_batch};
+use cosell_core::SystemClock;
+use cosell_core::clock::Clock;
+use cosell_core::crm::CrmPort;
+use cosell_core::ports::partner_center::PartnerCenter;
+use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, ReceivedMessage};
+use cosell_core::ports::state::StateStore;
+use cosell_core::sync::Syncer;
+use cosell_partner_center::WebhookVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long a received message stays hidden while a worker handles it.
+const VISIBILITY: Duration = Duration::from_secs(60);
+/// Retry delay when the handler asks for a retry without saying when.
+const DEFAULT_RETRY: Duration = Duration::from_secs(5);
+const SAMPLES: usize = 500;
+
+/// One sync the workers completed.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: DateTime<Utc>,
+    pub what: String,
+    pub latency_ms: i64,
+}
+
+/// A message the workers could not complete (retried or left for the dead-letter queue).
+#[derive(Debug, Clone)]
+pub struct WorkerError {
+    pub at: DateTime<Utc>,
+    pub what: String,
+    pub reason: String,
+    pub dead_letter_bound: bool,
+}
+
+/// What the runner measured since it started, for the status page.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: Mutex<VecDeque<Sample>>,
+    pub errors: Mutex<VecDeque<WorkerError>>,
+    pub ticks: Mutex<u64>,
+}
+
+impl Metrics {
+    fn push<T>(q: &Mutex<VecDeque<T>>, v: T) {
+        let mut q = q.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() == SAMPLES {
+            q.pop_front();
+        }
+        q.push_back(v);
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    pub fn errors(&self) -> Vec<WorkerError> {
+        self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    pub fn ticks(&self) -> u64 {
+        *self.ticks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Everything the runner runs.
+#[derive(Debug)]
+pub struct Parts<P, C, S, Q> {
+    pub pc: Arc<P>,
+    pub crm: Arc<C>,
+    pub state: S,
+    pub pc_queue: Q,
+    pub crm_queue: Q,
+    pub verifier: Arc<WebhookVerifier>,
+    pub sync: cosell_core::sync::SyncConfig,
+    pub poll_interval: Duration,
+    pub poller: PollerSettings,
+}
+
+/// A running connector: its tasks stop when [`Running::shutdown`] is called.
+#[derive(Debug)]
+pub struct Running {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    pub webhook_addr: std::net::SocketAddr,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Running {
+    /// Stops the receiver, the workers (after their current batch) and the poller.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while tokio::time::timeout(Duration::from_secs(10), self.tasks.join_next()).await.ok().flatten().is_some() {}
+        self.tasks.abort_all();
+    }
+}
+
+/// Starts the connector; `webhook` is the receiver's already bound listener.
+pub fn start<P, C, S, Q>(parts: Parts<P, C, S, Q>, webhook: TcpListener) -> anyhow::Result<Running>
+where
+    P: PartnerCenter + 'static,
+    C: CrmPort + 'static,
+    S: StateStore + Clone + 'static,
+    Q: MessageQueue + DeadLetterQueue + Clone + 'static,
+{
+    let (stop, stopped) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = JoinSet::new();
+    let webhook_addr = webhook.local_addr()?;
+
+    let app = router(Receiver { verifier: parts.verifier.clone(), queue: parts.pc_queue.clone(), dedup: parts.state.clone() });
+    let mut s = stopped.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(webhook, app).with_graceful_shutdown(async move {
+            let _ = s.wait_for(|v| *v).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "webhook receiver stopped");
+        }
+    });
+
+    let syncer = Arc::new(Syncer::new(parts.pc.clone(), parts.crm.clone(), parts.state.clone(), SystemClock, parts.sync));
+    for queue in [parts.pc_queue.clone(), parts.crm_queue.clone()] {
+        tasks.spawn(worker(syncer.clone(), queue, metrics.clone(), stopped.clone()));
+    }
+    tasks.spawn(poller(parts.pc, parts.crm, parts.state, parts.pc_queue, parts.crm_queue, parts.poll_interval, parts.poller, metrics.clone(), stopped));
+    Ok(Running { stop, tasks, webhook_addr, metrics })
+}
+
+fn latency(item: Option<&WorkItem>, m: &ReceivedMessage, now: DateTime<Utc>) -> i64 {
+    let from = match item {
+        Some(WorkItem::Referral { changed_at: Some(at), .. }) if *at <= now => *at,
+        _ => m.sent_at,
+    };
+    (now - from).num_milliseconds().max(0)
+}
+
+async fn worker<P, C, S, Q>(
+    syncer: Arc<Syncer<Arc<P>, Arc<C>, S, SystemClock>>,
+    queue: Q,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    P: PartnerCenter,
+    C: CrmPort,
+    S: StateStore,
+    Q: MessageQueue,
+{
+    loop {
+        let received = tokio::select! {
+            _ = stopped.wait_for(|v| *v) => return,
+            r = queue.receive(10, VISIBILITY, Duration::from_millis(500)) => r,
+        };
+        let messages = match received {
+            Ok(m) if m.is_empty() => {
+                // The embedded queue answers at once when empty; do not spin.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "queue unavailable; retrying in 5 s");
+                tokio::time::sleep(DEFAULT_RETRY).await;
+                continue;
+            }
+        };
+        let incoming: Vec<Incoming> = messages
+            .iter()
+            .map(|m| Incoming {
+                message_id: m.message_id.clone(),
+                group_id: m.group_id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        let dispositions = handle_batch(&syncer, &incoming).await;
+        let now = SystemClock.now();
+        for (m, d) in messages.iter().zip(dispositions) {
+            let item = WorkItem::parse(&m.body).ok();
+            let what = item.as_ref().map(WorkItem::describe).unwrap_or_else(|| format!("message {}", m.message_id));
+            match d {
+                Disposition::Done => {
+                    if let Err(e) = queue.delete(&m.receipt).await {
+                        tracing::warn!(error = %e, "could not delete a handled message; it will be handled again (harmless)");
+                    }
+                    Metrics::push(&metrics.samples, Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now) });
+                }
+                Disposition::Retry { after, reason } => {
+                    let _ = queue.change_visibility(&m.receipt, after.unwrap_or(DEFAULT_RETRY)).await;
+                    Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: false });
+                }
+                Disposition::Fail { reason } => {
+                    // Left as is: visible again after the timeout, dead-lettered after MAX_RECEIVES.
+                    Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: true });
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn poller<P, C, S, Q>(
+    pc: Arc<P>,
+    crm: Arc<C>,
+    state: S,
+    pc_queue: Q,
+    crm_queue: Q,
+    interval: Duration,
+    settings: PollerSettings,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    P: PartnerCenter,
+    C: CrmPort,
+    S: StateStore,
+    Q: MessageQueue,
+{
+    let clock = SystemClock;
+    loop {
+        let poller = Poller {
+            crm: &*crm,
+            pc: &*pc,
+            state: &state,
+            pc_queue: &pc_queue,
+            crm_queue: &crm_queue,
+            clock: &clock,
+            settings: &settings,
+        };
+        match poller.poll_once().await {
+            Ok(o) => tracing::debug!(crm_enqueued = o.crm_enqueued, swept = o.sweep.is_some(), "poll tick"),
+            Err(e) => tracing::warn!(error = %e, "poll tick failed; next tick retries"),
+        }
+        *metrics.ticks.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        tokio::select! {
+            _ = stopped.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Long-running commands: `cosell run` and `cosell sim`, plus logging and Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cosell_core::SystemClock;
+use cosell_simulators::partner_center as pcsim;
+use cosell_simulators::{dynamics, salesforce};
+use tokio::net::TcpListener;
+
+use crate::{config, ops, page, runner, stack, with_backend};
+
+/// Logs to stderr: warnings by default (the sandbox prints its own banner), debug with `-v`,
+/// or whatever `RUST_LOG` says. No secret or personal data is ever logged by the handlers.
+pub fn init_logs(verbose: bool) {
+    let default = if verbose { "info,cosell=debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling available: run until killed.
+        std::future::pending::<()>().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SimKind {
+    PartnerCenter,
+    Dynamics,
+    Salesforce,
+}
+
+pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
+    let clock = Arc::new(SystemClock);
+    match which {
+        SimKind::PartnerCenter => {
+            let sim = pcsim::Simulator::start(pcsim::Config {
+                bind: SocketAddr::from(([127, 0, 0, 1], port)),
+                clock,
+                ..pcsim::Config::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the Partner Center simulator did not start on port {port}: {e}"))?;
+            ops::say(&format!(
+                "Partner Center simulator on {} (HTTPS {})\n  token endpoint {}\n  client id {} / secret {}\n  user {} / {}\nCtrl-C to stop.",
+                sim.base_url(),
+                sim.tls_base_url(),
+                sim.token_url("common"),
+                pcsim::DEFAULT_CLIENT_ID,
+                pcsim::DEFAULT_CLIENT_SECRET,
+                pcsim::DEFAULT_USERNAME,
+                pcsim::DEFAULT_PASSWORD
+            ));
+            ctrl_c().await;
+            sim.shutdown();
+        }
+        SimKind::Dynamics | SimKind::Salesforce => {
+            let handle = if matches!(which, SimKind::Dynamics) {
+                let mut c = dynamics::Config::new(clock);
+                c.port = port;
+                c.seed_demo = true;
+                dynamics::Simulator::start(c).await
+            } else {
+                let mut c = salesforce::Config::new(clock);
+                c.port = port;
+                c.seed_demo = true;
+                salesforce::Simulator::start(c).await
+            }
+            .with_context(|| format!("the simulator did not start on port {port}: is the port free?"))?;
+            ops::say(&format!(
+                "{which:?} simulator on {} (client id cosell-connector, secret sim-secret; control API under /_sim/)\nCtrl-C to stop.",
+                handle.base_url()
+            ));
+            ctrl_c().await;
+            handle.stop().await;
+        }
+    }
+    Ok(())
+}
+
+/// `cosell run`: the connector and its status page, until Ctrl-C.
+pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let loaded = config::load(path)?;
+    let s = &loaded.settings;
+    let webhook = TcpListener::bind(&s.webhook.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for webhooks: change [webhook] listen", s.webhook.listen))?;
+    let status = TcpListener::bind(&s.status_page.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the status page: change [status_page] listen", s.status_page.listen))?;
+    let backend = stack::backend(&loaded).await?;
+    with_backend!(backend, |state, pc_queue, crm_queue| {
+        let budget = stack::budget(state.clone());
+        let parts = runner::Parts {
+            pc: Arc::new(stack::partner_center(&loaded, budget.clone())?),
+            crm: Arc::new(stack::crm(&loaded, budget)?),
+            state: state.clone(),
+            pc_queue: pc_queue.clone(),
+            crm_queue: crm_queue.clone(),
+            verifier: Arc::new(stack::verifier(&loaded)?),
+            sync: loaded.sync_config()?,
+            poll_interval: Duration::from_secs_f64(s.poller.interval_secs.max(0.2)),
+            poller: cosell_app::poller::PollerSettings { sweep_every: s.poller.sweep_every, ..Default::default() },
+        };
+        let running = runner::start(parts, webhook)?;
+        let app = page::router(page::PageState {
+            state,
+            pc_queue,
+            crm_queue,
+            metrics: running.metrics.clone(),
+            crm: s.crm.kind(),
+            crm_label: s.crm.label(),
+            links: Vec::new(),
+        });
+        let status_addr = status.local_addr()?;
+        let page = tokio::spawn(async move {
+            let _ = axum::serve(status, app).await;
+        });
+        ops::say(&format!(
+            "Co-sell Connector running ({} store, {})\n  webhook receiver http://{}/webhook\n  status page      http://{status_addr}/\nCtrl-C to stop.",
+            match s.store { config::StoreSettings::Embedded { .. } => "embedded", config::StoreSettings::Aws { .. } => "DynamoDB/SQS" },
+            s.crm.label(),
+            running.webhook_addr,
+        ));
+        ctrl_c().await;
+        ops::say("stopping…");
+        running.shutdown().await;
+        page.abort();
+        Ok(())
+    })
+}
