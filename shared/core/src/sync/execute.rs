@@ -183,14 +183,14 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// The partner's referral and Microsoft's of the same engagement, starting from either.
     async fn engagement(&self, referral: Referral) -> Result<(Option<Referral>, Option<Referral>), SyncError> {
         let shared =
-            referral.referral_type == Some(crate::referral::ReferralType::Shared) || referral.targets_microsoft();
+            referral.referral_type == Some(crate::referral::ReferralType::Shared) || referral.is_microsoft_side();
         let Some(engagement) = referral.engagement_id.clone().filter(|_| shared) else {
             return Ok((Some(referral), None));
         };
         let page = self.pc.list_referrals(&ReferralQuery::engagement(&engagement), None).await?;
-        let microsoft = page.items.iter().find(|r| r.targets_microsoft()).cloned();
-        let ours = if referral.targets_microsoft() {
-            page.items.into_iter().find(|r| !r.targets_microsoft())
+        let microsoft = page.items.iter().find(|r| r.is_microsoft_side()).cloned();
+        let ours = if referral.is_microsoft_side() {
+            page.items.into_iter().find(|r| !r.is_microsoft_side())
         } else {
             Some(referral)
         };
@@ -551,7 +551,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                     .await?
                     .items
                     .into_iter()
-                    .find(|r| r.targets_microsoft());
+                    .find(|r| r.is_microsoft_side());
                 let microsoft = match existing {
                     Some(r) => {
                         cx.api_writes -= 1;
@@ -641,7 +641,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         Ok(page
             .items
             .into_iter()
-            .find(|r| !r.targets_microsoft() && r.external_reference_id.as_deref() == Some(crm_id.as_str())))
+            .find(|r| !r.is_microsoft_side() && r.external_reference_id.as_deref() == Some(crm_id.as_str())))
     }
 
     async fn save_link(&self, cx: &mut Context, mark: SyncMark, pending: &[SyncField]) -> Result<(), ExecFailure> {

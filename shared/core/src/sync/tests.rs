@@ -195,7 +195,7 @@ fn seed_outbound(w: &World, country: Option<&str>, help: bool, solutions: usize)
             contact_id: Some(contact.id.clone()),
             cosell: CosellFields {
                 sync: Some(true),
-                help: help.then(|| vec![w.syncer.config.fields.help_to_crm("CustomerTechnicalArchitecture")]),
+                help: help.then(|| vec!["CustomerTechnicalArchitecture".to_owned()]),
                 visibility: Some(Visibility::Private),
                 ..Default::default()
             },
@@ -669,7 +669,7 @@ async fn when_help_is_requested_later_should_turn_the_deal_into_cosell_and_invit
     let w = World::new(CrmKind::Dynamics);
     let (o, id) = shared_pair(&w, false).await;
     assert_eq!(w.pc.all().len(), 1);
-    let help = w.syncer.config.fields.help_to_crm("ProofOfConceptOrDemo");
+    let help = "ProofOfConceptOrDemo".to_owned();
     w.crm.edit_opportunity(&o.id, |o| o.fields.cosell.help = Some(vec![help.clone()]));
     w.sync_crm(&o.id).await.unwrap();
     let all = w.pc.all();
