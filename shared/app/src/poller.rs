@@ -184,7 +184,7 @@ where
             let Some(id) = r.id.clone() else { continue };
             // Microsoft's side of an engagement has no link of its own; a change there (Microsoft
             // accepting, its CRM id) is synced through the partner's referral.
-            let differs = if r.targets_microsoft() {
+            let differs = if r.is_microsoft_side() {
                 true
             } else {
                 state

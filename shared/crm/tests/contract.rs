@@ -37,7 +37,7 @@ fn opportunity(referral: Option<ReferralId>) -> OpportunityFields {
             sync: Some(true),
             referral_id: referral,
             referral_link: Some("https://partner.microsoft.com/dashboard/referrals/x".into()),
-            help: Some(vec!["Proof_of_Concept_Or_Demo".into(), "General_Or_Other".into()]),
+            help: Some(vec!["ProofOfConceptOrDemo".into(), "GeneralOrOther".into()]),
             visibility: Some(Visibility::VisibleToMicrosoft),
             microsoft_crm_id: Some("MSX-42".into()),
             audit: Some("created from referral".into()),

@@ -196,7 +196,7 @@ async fn demo_data_is_a_synced_opportunity_with_a_solution_and_a_contact() {
     assert_eq!(batch.changes.len(), 1, "only the shared opportunity carries the sync flag");
     let opp = h.crm.get_opportunity(batch.changes[0].record.id()).await.unwrap();
     assert_eq!(opp.fields.currency.as_deref(), Some("EUR"));
-    assert_eq!(opp.fields.cosell.help.as_deref(), Some(&["Customer_Technical_Architectural_Support".to_owned()][..]));
+    assert_eq!(opp.fields.cosell.help.as_deref(), Some(&["CustomerTechnicalArchitecture".to_owned()][..]));
     assert_eq!(h.crm.list_solutions(&opp.id).await.unwrap()[0].solution_id, "SOL-CONTOSO-CLOUD");
     let account = opp.fields.account_id.unwrap();
     assert!(h.crm.find_contact(&account, "ada@contoso.example").await.unwrap().is_some());

@@ -148,13 +148,15 @@ impl CrmFieldMap {
     /// The defaults for a CRM: the standard columns, the connector's own schema (`cosell_` publisher
     /// prefix on Dataverse, `__c` fields on Salesforce).
     pub fn defaults(crm: CrmKind) -> Self {
+        // Partner Center's `assistanceRequestCode` values (reference §1.8) and the labels of the
+        // "How can Microsoft help?" options the connector's CRM schema shows for them.
         let help_codes = [
-            "Workload_Specific_Value_Proposition",
-            "Customer_Technical_Architectural_Support",
-            "Proof_of_Concept_Or_Demo",
-            "Customer_Cost_Or_Licensing_Support",
-            "Microsoft_Customer_Purchase_Negotiations_Support",
-            "General_Or_Other",
+            ("WorkloadSpecificValueProposition", "Workload Specific Value Proposition"),
+            ("CustomerTechnicalArchitecture", "Customer Technical Architectural Support"),
+            ("ProofOfConceptOrDemo", "Proof of Concept Or Demo"),
+            ("QuotesOrLicensing", "Customer Cost Or Licensing Support"),
+            ("PostSalesCustomerSuccess", "Post Sales Customer Success"),
+            ("GeneralOrOther", "General Or Other"),
         ];
         match crm {
             CrmKind::Dynamics => Self {
@@ -212,7 +214,7 @@ impl CrmFieldMap {
                 help_values: help_codes
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (c.to_string(), (100_000_000 + i).to_string()))
+                    .map(|(i, (code, _))| (code.to_string(), (100_000_000 + i).to_string()))
                     .collect(),
                 visibility_values: BTreeMap::from([
                     (s("Private"), s("100000000")),
@@ -273,7 +275,7 @@ impl CrmFieldMap {
                 stage_won: s("Closed Won"),
                 stage_lost: s("Closed Lost"),
                 lead_status_new: s("Open - Not Contacted"),
-                help_values: help_codes.iter().map(|c| (c.to_string(), c.replace('_', " "))).collect(),
+                help_values: help_codes.iter().map(|(code, label)| (code.to_string(), label.to_string())).collect(),
                 visibility_values: BTreeMap::from([
                     (s("Private"), s("Private")),
                     (s("VisibleToMicrosoft"), s("Visible")),
@@ -503,8 +505,8 @@ mod tests {
     #[test]
     fn help_values_map_both_ways() {
         let d = CrmFieldMap::defaults(CrmKind::Dynamics);
-        let v = d.help_to_crm("Proof_of_Concept_Or_Demo");
+        let v = d.help_to_crm("ProofOfConceptOrDemo");
         assert_eq!(v, "100000002");
-        assert_eq!(d.help_from_crm(&v), "Proof_of_Concept_Or_Demo");
+        assert_eq!(d.help_from_crm(&v), "ProofOfConceptOrDemo");
     }
 }

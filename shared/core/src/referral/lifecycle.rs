@@ -187,6 +187,14 @@ impl Referral {
         self.target.as_deref().unwrap_or_default().iter().any(|t| t.is_microsoft())
     }
 
+    /// Whether this is Microsoft's side of an engagement: an invitation the partner sent to Microsoft
+    /// (`target` names `msft`), or Microsoft's own referral of a deal it shared with the partner
+    /// (`organizationId` is `msft`). The connector syncs the partner's referral, never these.
+    pub fn is_microsoft_side(&self) -> bool {
+        self.targets_microsoft()
+            || self.organization_id.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(MICROSOFT_ORGANIZATION_ID))
+    }
+
     /// Private, partner-led or co-sell (§1.8).
     pub fn deal_kind(&self) -> DealKind {
         let shared = matches!(self.referral_type, Some(ReferralType::Shared));

@@ -183,14 +183,14 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// The partner's referral and Microsoft's of the same engagement, starting from either.
     async fn engagement(&self, referral: Referral) -> Result<(Option<Referral>, Option<Referral>), SyncError> {
         let shared =
-            referral.referral_type == Some(crate::referral::ReferralType::Shared) || referral.targets_microsoft();
+            referral.referral_type == Some(crate::referral::ReferralType::Shared) || referral.is_microsoft_side();
         let Some(engagement) = referral.engagement_id.clone().filter(|_| shared) else {
             return Ok((Some(referral), None));
         };
         let page = self.pc.list_referrals(&ReferralQuery::engagement(&engagement), None).await?;
-        let microsoft = page.items.iter().find(|r| r.targets_microsoft()).cloned();
-        let ours = if referral.targets_microsoft() {
-            page.items.into_iter().find(|r| !r.targets_microsoft())
+        let microsoft = page.items.iter().find(|r| r.is_microsoft_side()).cloned();
+        let ours = if referral.is_microsoft_side() {
+            page.items.into_iter().find(|r| !r.is_microsoft_side())
         } else {
             Some(referral)
         };
@@ -237,6 +237,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// Everything needed to plan the sync of a referral (a webhook, a reconciliation difference).
     pub async fn load_referral(&self, id: &ReferralId) -> Result<Loaded, SyncError> {
         let referral = self.pc.get_referral(id).await?;
+        self.load_from_referral(id, referral).await
+    }
+
+    async fn load_from_referral(&self, id: &ReferralId, referral: Referral) -> Result<Loaded, SyncError> {
         let (ours, microsoft) = self.engagement(referral).await?;
         let Some(ours) = ours else {
             return Ok(Loaded { microsoft, ..Loaded::default() });
@@ -312,8 +316,50 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     }
 
     /// Syncs a referral: load, plan, execute; re-plans after a lost race.
+    ///
+    /// Fast path: when the partner's referral still has the eTag our last sync left, nothing changed
+    /// on the Partner Center side (the webhook is the echo of our own write, or a duplicate), and
+    /// changes on the CRM side arrive through the change feed: one call, no CRM read.
     pub async fn sync_referral(&self, id: &ReferralId) -> Result<Outcome, SyncError> {
-        self.with_retries(|| self.load_referral(id), (Some(id.clone()), None)).await
+        let subject = (Some(id.clone()), None);
+        let referral = match self.pc.get_referral(id).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = SyncError::from(e);
+                if matches!(e, SyncError::Permanent { .. }) {
+                    self.audit_failure(subject.0, subject.1, &e).await;
+                }
+                return Err(e);
+            }
+        };
+        if !referral.is_microsoft_side() {
+            if let Some(link) = self.state.link_by_referral(id).await? {
+                let unchanged = link.crm.is_some()
+                    && referral.etag.is_some()
+                    && link.pc_etag.as_deref() == referral.etag.as_ref().map(|e| e.as_str());
+                if unchanged {
+                    return Ok(Outcome {
+                        summary: "already in sync: the referral has not changed since our last sync".into(),
+                        api_writes: 0,
+                        referral_id: Some(id.clone()),
+                        crm: link.crm.clone(),
+                        link: Some(link),
+                    });
+                }
+            }
+        }
+        let first = std::sync::Mutex::new(Some(referral));
+        self.with_retries(
+            || async {
+                let prefetched = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match prefetched {
+                    Some(r) => self.load_from_referral(id, r).await,
+                    None => self.load_referral(id).await,
+                }
+            },
+            subject,
+        )
+        .await
     }
 
     /// Syncs a CRM record.
@@ -551,7 +597,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                     .await?
                     .items
                     .into_iter()
-                    .find(|r| r.targets_microsoft());
+                    .find(|r| r.is_microsoft_side());
                 let microsoft = match existing {
                     Some(r) => {
                         cx.api_writes -= 1;
@@ -641,7 +687,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         Ok(page
             .items
             .into_iter()
-            .find(|r| !r.targets_microsoft() && r.external_reference_id.as_deref() == Some(crm_id.as_str())))
+            .find(|r| !r.is_microsoft_side() && r.external_reference_id.as_deref() == Some(crm_id.as_str())))
     }
 
     async fn save_link(&self, cx: &mut Context, mark: SyncMark, pending: &[SyncField]) -> Result<(), ExecFailure> {

@@ -186,7 +186,7 @@ pub mod link_extra {
 /// Decides what to do.
 pub fn plan(input: &SyncInput<'_>) -> Plan {
     if let Some(r) = input.referral
-        && r.targets_microsoft()
+        && r.is_microsoft_side()
     {
         return Plan::nothing(
             "this is Microsoft's side of a co-sell engagement; it syncs through the partner's referral",
@@ -232,7 +232,7 @@ fn cosell_fields_from_pc(pc: &DealView, r: &Referral, config: &SyncConfig, mark_
         sync: Some(true),
         referral_link: id.as_ref().map(|i| config.referral_link_for(i.as_str())),
         referral_id: id,
-        help: Some(pc.help.iter().map(|c| config.fields.help_to_crm(c)).collect()),
+        help: Some(pc.help.iter().cloned().collect()),
         visibility: Some(if pc.visible { Visibility::VisibleToMicrosoft } else { Visibility::Private }),
         microsoft_crm_id: pc.microsoft_crm_id.clone(),
         audit: None,
@@ -941,7 +941,7 @@ fn crm_update(s: &CrmSnapshot, pc: &DealView, fields: &[SyncField], config: &Syn
     let want = marked(&base, config, true);
     let name = (want != name_now).then_some(want);
     let cosell = CosellFields {
-        help: has(SyncField::Help).then(|| pc.help.iter().map(|c| config.fields.help_to_crm(c)).collect()),
+        help: has(SyncField::Help).then(|| pc.help.iter().cloned().collect()),
         visibility: has(SyncField::Visibility).then_some(Visibility::VisibleToMicrosoft),
         microsoft_crm_id: if has(SyncField::MicrosoftCrmId) { pc.microsoft_crm_id.clone() } else { None },
         sync_status: clear_failure.then(|| "Synced".into()),

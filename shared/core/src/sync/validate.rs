@@ -157,7 +157,7 @@ mod tests {
             ..Default::default()
         };
         if help {
-            fields.cosell.help = Some(vec!["Workload_Specific_Value_Proposition".into()]);
+            fields.cosell.help = Some(vec!["WorkloadSpecificValueProposition".into()]);
         }
         CrmSnapshot::Opportunity {
             record: OpportunityRecord {

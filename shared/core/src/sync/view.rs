@@ -194,9 +194,11 @@ impl DealView {
 
     fn of_opportunity(o: &OpportunityRecord, solutions: &[SolutionRecord], config: &SyncConfig) -> Self {
         let f = &o.fields;
-        let help = f.cosell.help.as_deref().and_then(|values| {
-            values.iter().map(|v| config.fields.help_from_crm(v)).find(|c| !c.is_empty() && c != "Unknown")
-        });
+        let help = f
+            .cosell
+            .help
+            .as_deref()
+            .and_then(|values| values.iter().find(|c| !c.is_empty() && c.as_str() != "Unknown").cloned());
         Self {
             name: text(f.name.as_deref().map(strip_mark)),
             deal_value_cents: f.deal_value.map(cents),

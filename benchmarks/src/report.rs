@@ -1,0 +1,80 @@
+//! The report: machine facts, the command, and one section per benchmark.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Small sizes, for a smoke run in tests.
+    Quick,
+    Full,
+}
+
+impl Scale {
+    pub fn pick(self, quick: usize, full: usize) -> usize {
+        match self {
+            Scale::Quick => quick,
+            Scale::Full => full,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    scale: Scale,
+    sections: Vec<String>,
+}
+
+/// Median and 99th percentile of a sample.
+pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    if samples.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+impl Report {
+    pub fn new(scale: Scale) -> Self {
+        Self { scale, sections: Vec::new() }
+    }
+
+    pub fn section(&mut self, markdown: String) {
+        self.sections.push(markdown);
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::from("# Benchmarks\n\n");
+        s.push_str("Every number below is written by the shipped benchmark command; rerun it to reproduce them:\n\n");
+        s.push_str("```sh\ncargo run --release -p cosell-bench            # writes BENCHMARKS.md\n```\n\n");
+        s.push_str(&format!(
+            "- Machine: {}\n- Build: release profile (LTO, 1 codegen unit){}\n- Generated: {}\n\n",
+            machine(),
+            if self.scale == Scale::Quick { ", **--quick sizes (smoke run, not for comparison)**" } else { "" },
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        ));
+        for sec in &self.sections {
+            s.push_str(sec);
+            s.push('\n');
+        }
+        s
+    }
+}
