@@ -12,6 +12,15 @@ if [ -f infra/requirements-test.txt ]; then
 fi
 export COSELL_PYTHON="$root/.venv/bin/python"
 
+# The status page is tested in a real headless browser (Debian's chromium), installed when missing.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "chromium is missing: install it (sudo apt-get install chromium) for the status page tests" >&2
+  fi
+fi
+
 env_file="$(mktemp)"
 trap 'infra/local-aws.sh stop; rm -f "$env_file"' EXIT
 infra/local-aws.sh start >"$env_file"

@@ -349,7 +349,7 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
                 }
                 let ev = last.context("no answer about the test event")?;
                 let ok = ev.status.as_deref() == Some("completed")
-                    && ev.results.iter().any(|r| r.response_code.as_deref().is_some_and(|c| c.starts_with('2')));
+                    && ev.results.iter().any(|r| r.response_code.as_deref().is_some_and(|c| c == "OK" || c.starts_with('2')));
                 if as_json {
                     print_json(&json!({"correlation_id": id, "status": ev.status, "delivered": ok}));
                 } else if ok {

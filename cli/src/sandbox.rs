@@ -184,7 +184,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     let running = runner::start(parts, webhook)?;
 
     pc_client
-        .ensure_registration(&WebhookRegistration::for_connector(webhook_url.clone(), false))
+        .create_registration(&WebhookRegistration::for_connector(webhook_url.clone(), false))
         .await
         .map_err(|e| anyhow::anyhow!("registering the webhook with the Partner Center simulator: {e}"))?;
 

@@ -215,3 +215,48 @@ async fn the_status_page_renders_the_demo_in_a_headless_browser() {
     assert!(shot.len() > 20_000 && shot.len() > 3 * blank.len().max(1), "the screenshot shows a page ({} bytes, blank {} bytes)", shot.len(), blank.len());
     sb.stop().await;
 }
+
+#[test]
+fn the_sandbox_binary_prints_its_urls_and_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosell"))
+        .args(["sandbox", "--status-port", "0", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t0 = Instant::now();
+    let mut status_url = None;
+    while status_url.is_none() {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the banner within 60 s");
+        if let Some(rest) = line.trim().strip_prefix("status page") {
+            status_url = Some(rest.trim().to_owned());
+        }
+    }
+    let url = status_url.unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(dir.path().join("cosell.toml").exists(), "the config for operations is written");
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopped_at.elapsed() < Duration::from_secs(20), "the sandbox did not stop within 20 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+}
