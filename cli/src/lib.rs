@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The configuration file (default: $COSELL_CONFIG, ./cosell.toml, then the sandbox's).
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub config: Option<PathBuf>,
 }
 
