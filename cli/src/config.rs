@@ -82,13 +82,16 @@ impl SecretSource {
         if let Some(var) = &self.env {
             return match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_owned())),
-                _ => bail!("{what}: the environment variable {var} is not set. Export it (e.g. `export {var}=…`) or use `file = \"…\"` in the config."),
+                _ => bail!(
+                    "{what}: the environment variable {var} is not set. Export it (e.g. `export {var}=…`) or use `file = \"…\"` in the config."
+                ),
             };
         }
         if let Some(file) = &self.file {
             let path = if file.is_relative() { base.join(file) } else { file.clone() };
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{what}: cannot read the secret file {}; check the path and its permissions", path.display()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("{what}: cannot read the secret file {}; check the path and its permissions", path.display())
+            })?;
             return Ok(SecretString::from(text.trim().to_owned()));
         }
         if let Some(v) = &self.value {
@@ -313,7 +316,10 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
         .map_err(|e| anyhow::anyhow!("{} is not a valid configuration: {}", path.display(), e.message()))?;
     match settings.crm {
         CrmChoice::Dynamics if settings.dynamics.is_none() => {
-            bail!("{}: `crm = \"dynamics\"` needs a [dynamics] section (see examples/cosell.dynamics.toml)", path.display())
+            bail!(
+                "{}: `crm = \"dynamics\"` needs a [dynamics] section (see examples/cosell.dynamics.toml)",
+                path.display()
+            )
         }
         CrmChoice::Salesforce if settings.salesforce.is_none() => bail!(
             "{}: `crm = \"salesforce\"` needs a [salesforce] section (see examples/cosell.salesforce.toml)",
@@ -331,7 +337,9 @@ mod tests {
 
     #[test]
     fn the_example_configs_parse_and_name_their_secrets_by_variable() {
-        for (file, crm) in [("cosell.dynamics.toml", CrmChoice::Dynamics), ("cosell.salesforce.toml", CrmChoice::Salesforce)] {
+        for (file, crm) in
+            [("cosell.dynamics.toml", CrmChoice::Dynamics), ("cosell.salesforce.toml", CrmChoice::Salesforce)]
+        {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
             let loaded = load(Some(&path)).unwrap();
             assert_eq!(loaded.settings.crm, crm);

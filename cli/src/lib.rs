@@ -15,7 +15,11 @@ pub mod serve;
 pub mod stack;
 
 #[derive(Debug, Parser)]
-#[command(name = "cosell", version, about = "Co-sell Connector: Partner Center co-sell referrals ⇄ Dynamics 365 / Salesforce")]
+#[command(
+    name = "cosell",
+    version,
+    about = "Co-sell Connector: Partner Center co-sell referrals ⇄ Dynamics 365 / Salesforce"
+)]
 pub struct Cli {
     /// Show details of errors (the cause chain) and debug logs.
     #[arg(short, long, global = true)]

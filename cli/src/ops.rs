@@ -108,14 +108,21 @@ fn render_status(id: &str, link: Option<&Link>, trail: &[AuditEntry], last_error
             ));
             o.push_str(&format!(
                 "  last sync          {}\n",
-                l.last_synced_at.map(|t| format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S UTC"), report::age(t, now))).unwrap_or_else(|| "never".into())
+                l.last_synced_at
+                    .map(|t| format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S UTC"), report::age(t, now)))
+                    .unwrap_or_else(|| "never".into())
             ));
-            for (label, key) in [("Partner Center side", cosell_core::sync::plan::link_extra::SYNCED_PC), ("CRM side", cosell_core::sync::plan::link_extra::SYNCED_CRM)] {
+            for (label, key) in [
+                ("Partner Center side", cosell_core::sync::plan::link_extra::SYNCED_PC),
+                ("CRM side", cosell_core::sync::plan::link_extra::SYNCED_CRM),
+            ] {
                 if let Some(v) = cosell_core::sync::plan::link_extra::view(l, key) {
                     o.push_str(&format!(
                         "  {label:<18} {} · {} {} · closes {} · stage {}\n",
                         v.name.as_deref().unwrap_or("(no name)"),
-                        v.deal_value_cents.map(|c| format!("{:.0}", c as f64 / 100.0)).unwrap_or_else(|| "no value".into()),
+                        v.deal_value_cents
+                            .map(|c| format!("{:.0}", c as f64 / 100.0))
+                            .unwrap_or_else(|| "no value".into()),
                         v.currency.as_deref().unwrap_or(""),
                         v.close_date.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
                         v.stage.map(|s| format!("{s:?}")).unwrap_or_else(|| "?".into()),
@@ -158,7 +165,12 @@ pub async fn audit(id: &str, path: Option<&Path>, limit: usize, as_json: bool) -
             o.push_str(&format!("now: {}\n", report::mark_words(&l.mark)));
         }
         for e in &trail {
-            o.push_str(&format!("{}  {:<8}  {}\n", e.at.format("%Y-%m-%d %H:%M:%S"), report::kind_label(&e.kind), e.message));
+            o.push_str(&format!(
+                "{}  {:<8}  {}\n",
+                e.at.format("%Y-%m-%d %H:%M:%S"),
+                report::kind_label(&e.kind),
+                e.message
+            ));
         }
         say(o.trim_end());
         Ok(())
@@ -208,7 +220,11 @@ pub async fn plan(id: &str, path: Option<&Path>, as_json: bool) -> anyhow::Resul
         }
         for (i, step) in plan.steps.iter().enumerate() {
             let v = serde_json::to_value(step)?;
-            let (name, detail) = v.as_object().and_then(|m| m.iter().next()).map(|(k, v)| (k.clone(), v.to_string())).unwrap_or_else(|| (v.to_string(), String::new()));
+            let (name, detail) = v
+                .as_object()
+                .and_then(|m| m.iter().next())
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .unwrap_or_else(|| (v.to_string(), String::new()));
             o.push_str(&format!("  {}. {name} {detail}\n", i + 1));
         }
         o.push_str("(dry run: nothing was written)");
@@ -245,7 +261,9 @@ pub async fn reconcile(since: Option<&str>, dry_run: bool, path: Option<&Path>, 
         .map_err(|e| anyhow::anyhow!("reconciliation failed: {e}"))?;
         bar.finish_and_clear();
         if as_json {
-            print_json(&json!({"since": since, "dry_run": dry_run, "referrals_seen": outcome.referrals_seen, "differing": outcome.differing}));
+            print_json(
+                &json!({"since": since, "dry_run": dry_run, "referrals_seen": outcome.referrals_seen, "differing": outcome.differing}),
+            );
             return Ok(());
         }
         say(&format!(
@@ -270,7 +288,9 @@ pub async fn dlq(action: DlqAction, path: Option<&Path>, as_json: bool) -> anyho
             DlqAction::List => {
                 let mut all = Vec::new();
                 for (name, q) in [("pc-events", &pc_queue), ("crm-changes", &crm_queue)] {
-                    for d in q.dead_letters(100).await.with_context(|| format!("reading the {name} dead-letter queue"))? {
+                    for d in
+                        q.dead_letters(100).await.with_context(|| format!("reading the {name} dead-letter queue"))?
+                    {
                         all.push(json!({"queue": name, "message_id": d.message_id, "group": d.group_id, "sent_at": d.sent_at, "body": d.body}));
                     }
                 }
@@ -280,7 +300,13 @@ pub async fn dlq(action: DlqAction, path: Option<&Path>, as_json: bool) -> anyho
                     say("The dead-letter queues are empty.");
                 } else {
                     for d in &all {
-                        say(&format!("{}  {}  {}  {}", d["queue"].as_str().unwrap_or(""), d["message_id"].as_str().unwrap_or(""), d["sent_at"].as_str().unwrap_or(""), d["body"].as_str().unwrap_or("")));
+                        say(&format!(
+                            "{}  {}  {}  {}",
+                            d["queue"].as_str().unwrap_or(""),
+                            d["message_id"].as_str().unwrap_or(""),
+                            d["sent_at"].as_str().unwrap_or(""),
+                            d["body"].as_str().unwrap_or("")
+                        ));
                     }
                     say("\nMove them back with: cosell dlq redrive [--id <message id>]");
                 }
@@ -311,13 +337,18 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
         let pc = stack::partner_center(&loaded, stack::budget(state))?;
         match action {
             WebhookAction::Show => {
-                let reg = pc.get_registration().await.map_err(|e| anyhow::anyhow!("reading the webhook registration: {e}"))?;
+                let reg = pc
+                    .get_registration()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading the webhook registration: {e}"))?;
                 if as_json {
                     print_json(&serde_json::to_value(&reg)?);
                 } else {
                     match reg {
                         None => say("No webhook is registered: run `cosell webhook register`."),
-                        Some(r) => say(&format!("Registered: {}\nEvents: {}", r.webhook_url, r.webhook_events.join(", "))),
+                        Some(r) => {
+                            say(&format!("Registered: {}\nEvents: {}", r.webhook_url, r.webhook_events.join(", ")))
+                        }
                     }
                 }
             }
@@ -340,7 +371,8 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
                 let mut last = None;
                 for _ in 0..20 {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let ev = pc.validation_event(&id).await.map_err(|e| anyhow::anyhow!("reading the test event: {e}"))?;
+                    let ev =
+                        pc.validation_event(&id).await.map_err(|e| anyhow::anyhow!("reading the test event: {e}"))?;
                     let done = ev.status.as_deref().is_some_and(|s| s != "pending");
                     last = Some(ev);
                     if done {
@@ -349,11 +381,17 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
                 }
                 let ev = last.context("no answer about the test event")?;
                 let ok = ev.status.as_deref() == Some("completed")
-                    && ev.results.iter().any(|r| r.response_code.as_deref().is_some_and(|c| c == "OK" || c.starts_with('2')));
+                    && ev
+                        .results
+                        .iter()
+                        .any(|r| r.response_code.as_deref().is_some_and(|c| c == "OK" || c.starts_with('2')));
                 if as_json {
                     print_json(&json!({"correlation_id": id, "status": ev.status, "delivered": ok}));
                 } else if ok {
-                    say(&format!("✔ Partner Center delivered the test event to {}", ev.callback_url.unwrap_or_default()));
+                    say(&format!(
+                        "✔ Partner Center delivered the test event to {}",
+                        ev.callback_url.unwrap_or_default()
+                    ));
                 }
                 if !ok {
                     anyhow::bail!(
@@ -392,18 +430,30 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
         checks.push(Check {
             name: "Partner Center credentials and Referrals role",
             ok: referrals.is_ok(),
-            detail: referrals.as_ref().err().map(|e| e.to_string()).unwrap_or_else(|| "signed in; referrals readable".into()),
+            detail: referrals
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "signed in; referrals readable".into()),
             fix: "check [partner_center] client id/secret and that the user has the Referrals admin role",
         });
         let reg = pc.get_registration().await;
         let want = loaded.settings.webhook.public_url.clone();
         let (ok, detail) = match (&reg, &want) {
             (Ok(Some(r)), Some(w)) if &r.webhook_url == w => (true, format!("points at {w}")),
-            (Ok(Some(r)), _) => (false, format!("points at {} instead of {}", r.webhook_url, want.as_deref().unwrap_or("(no public_url)"))),
+            (Ok(Some(r)), _) => (
+                false,
+                format!("points at {} instead of {}", r.webhook_url, want.as_deref().unwrap_or("(no public_url)")),
+            ),
             (Ok(None), _) => (false, "no webhook registered".into()),
             (Err(e), _) => (false, e.to_string()),
         };
-        checks.push(Check { name: "webhook registration points at us", ok, detail, fix: "run `cosell webhook register` (set [webhook] public_url first)" });
+        checks.push(Check {
+            name: "webhook registration points at us",
+            ok,
+            detail,
+            fix: "run `cosell webhook register` (set [webhook] public_url first)",
+        });
         let who = crm.whoami().await;
         checks.push(Check {
             name: "CRM reachable",
@@ -415,14 +465,22 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
         checks.push(Check {
             name: "custom fields present",
             ok: fields.is_ok(),
-            detail: fields.as_ref().err().map(|e| e.to_string()).unwrap_or_else(|| "the connector's fields can be queried".into()),
+            detail: fields
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "the connector's fields can be queried".into()),
             fix: "install the connector's solution/package (the cosell_* columns or *__c fields) in the CRM",
         });
         let sync = loaded.sync_config()?;
         checks.push(Check {
             name: "currency configured",
             ok: !sync.default_currency.is_empty(),
-            detail: format!("default {}, enabled: {}", sync.default_currency, if sync.currencies.is_empty() { "any (check disabled)".into() } else { sync.currencies.join(", ") }),
+            detail: format!(
+                "default {}, enabled: {}",
+                sync.default_currency,
+                if sync.currencies.is_empty() { "any (check disabled)".into() } else { sync.currencies.join(", ") }
+            ),
             fix: "set sync.default_currency and sync.currencies to the CRM's enabled currencies",
         });
         checks
@@ -430,12 +488,27 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
     let mut checks = checks;
     let skew = clock_skew(&loaded.settings.partner_center.token_url).await;
     checks.push(match skew {
-        Ok(s) => Check { name: "clock skew", ok: s.abs() < 120, detail: format!("{s} s against the token endpoint"), fix: "synchronise this machine's clock (NTP)" },
-        Err(e) => Check { name: "clock skew", ok: false, detail: e.to_string(), fix: "check network access to the token endpoint" },
+        Ok(s) => Check {
+            name: "clock skew",
+            ok: s.abs() < 120,
+            detail: format!("{s} s against the token endpoint"),
+            fix: "synchronise this machine's clock (NTP)",
+        },
+        Err(e) => Check {
+            name: "clock skew",
+            ok: false,
+            detail: e.to_string(),
+            fix: "check network access to the token endpoint",
+        },
     });
     let failed = checks.iter().filter(|c| !c.ok).count();
     if as_json {
-        print_json(&json!(checks.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix})).collect::<Vec<_>>()));
+        print_json(&json!(
+            checks
+                .iter()
+                .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}))
+                .collect::<Vec<_>>()
+        ));
     } else {
         for c in &checks {
             say(&format!("{} {:<46} {}", if c.ok { "✔" } else { "✘" }, c.name, c.detail));

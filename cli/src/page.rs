@@ -52,7 +52,10 @@ where
 {
     match render(&p, params.id.as_deref()).await {
         Ok(html) => Html(html).into_response(),
-        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, Html(format!("<h1>Status unavailable</h1><p>{}</p>", esc(&format!("{e:#}")))))
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Html(format!("<h1>Status unavailable</h1><p>{}</p>", esc(&format!("{e:#}")))),
+        )
             .into_response(),
     }
 }
@@ -153,7 +156,9 @@ where
             .unwrap_or_else(|| "—".into());
         let reason = match &l.mark {
             SyncMark::Failed(r) => {
-                let hint = report::fix_hint(r).map(|f| format!("<br><span class=\"muted\">Fix: {}</span>", esc(f))).unwrap_or_default();
+                let hint = report::fix_hint(r)
+                    .map(|f| format!("<br><span class=\"muted\">Fix: {}</span>", esc(f)))
+                    .unwrap_or_default();
                 format!("<span class=\"reason\">{}</span>{hint}", esc(r))
             }
             _ => String::new(),
@@ -178,7 +183,11 @@ where
         let link = report::find_link(&p.state, id, p.crm).await?;
         let trail = report::trail(&p.state, link.as_ref(), id, p.crm, 100).await?;
         let title = link.as_ref().map(report::deal_name).unwrap_or_else(|| id.to_owned());
-        let _ = write!(h, "<h2 id=\"audit\">Audit trail — {} <span class=\"muted\">(newest first)</span></h2>", esc(&title));
+        let _ = write!(
+            h,
+            "<h2 id=\"audit\">Audit trail — {} <span class=\"muted\">(newest first)</span></h2>",
+            esc(&title)
+        );
         if let Some(l) = &link {
             let _ = write!(h, "<p>{}</p>", esc(&report::mark_words(&l.mark)));
         }
@@ -203,7 +212,13 @@ where
     for l in links.iter().filter(|l| matches!(l.mark, SyncMark::Failed(_))) {
         if let SyncMark::Failed(r) = &l.mark {
             any = true;
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>", report::age(l.updated_at, now), esc(&report::deal_name(l)), esc(r));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+                report::age(l.updated_at, now),
+                esc(&report::deal_name(l)),
+                esc(r)
+            );
         }
     }
     for e in p.metrics.errors().iter().rev().take(20) {
@@ -224,7 +239,13 @@ where
 
     h.push_str("<h2>Dead-letter queues</h2><table id=\"dlq\"><tr><th>Queue</th><th>Message</th><th>Sent</th><th>Body</th></tr>");
     for (q, d) in &dead {
-        let _ = write!(h, "<tr><td>{q}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>", esc(&d.message_id), report::age(d.sent_at, now), esc(&d.body));
+        let _ = write!(
+            h,
+            "<tr><td>{q}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&d.message_id),
+            report::age(d.sent_at, now),
+            esc(&d.body)
+        );
     }
     if dead.is_empty() {
         h.push_str("<tr><td colspan=\"4\" class=\"muted\">Empty. (<code>cosell dlq redrive</code> moves dead letters back.)</td></tr>");
@@ -233,15 +254,23 @@ where
 
     let day = budget_day(now);
     let caps = BudgetCaps::defaults();
-    let _ = write!(h, "<h2>API budget — {day} (UTC)</h2><table id=\"budget\"><tr><th>API</th><th>Calls</th><th>Daily cap</th><th></th></tr>");
+    let _ = write!(
+        h,
+        "<h2>API budget — {day} (UTC)</h2><table id=\"budget\"><tr><th>API</th><th>Calls</th><th>Daily cap</th><th></th></tr>"
+    );
     for api in Api::ALL {
-        if (api == Api::Dataverse && p.crm != CrmKind::Dynamics) || (api == Api::Salesforce && p.crm != CrmKind::Salesforce) {
+        if (api == Api::Dataverse && p.crm != CrmKind::Dynamics)
+            || (api == Api::Salesforce && p.crm != CrmKind::Salesforce)
+        {
             continue;
         }
         let spent = p.state.spent(api.as_str(), &day).await?;
         let cap = caps.cap(api);
         let pct = (spent as f64 / cap.max(1) as f64 * 100.0).min(100.0);
-        let _ = write!(h, "<tr><td>{api}</td><td>{spent}</td><td>{cap}</td><td><span class=\"bar\"><span style=\"width:{pct:.1}%\"></span></span> {pct:.1}%</td></tr>");
+        let _ = write!(
+            h,
+            "<tr><td>{api}</td><td>{spent}</td><td>{cap}</td><td><span class=\"bar\"><span style=\"width:{pct:.1}%\"></span></span> {pct:.1}%</td></tr>"
+        );
     }
     h.push_str("</table>");
 
@@ -257,7 +286,8 @@ pub fn latency_svg(samples: &[crate::runner::Sample]) -> String {
     if samples.is_empty() {
         return "<svg id=\"latency\" xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"60\"><text x=\"10\" y=\"30\" fill=\"#777\">No sync yet.</text></svg>".into();
     }
-    let last: Vec<&crate::runner::Sample> = samples.iter().rev().take(100).collect::<Vec<_>>().into_iter().rev().collect();
+    let last: Vec<&crate::runner::Sample> =
+        samples.iter().rev().take(100).collect::<Vec<_>>().into_iter().rev().collect();
     let max = last.iter().map(|s| s.latency_ms).max().unwrap_or(1).max(1000) as f64;
     let step = if last.len() > 1 { (w - 2.0 * pad) / (last.len() - 1) as f64 } else { 0.0 };
     let pt = |i: usize, ms: i64| (pad + step * i as f64, hgt - pad - (ms as f64 / max) * (hgt - 2.0 * pad));
@@ -286,7 +316,12 @@ pub fn latency_svg(samples: &[crate::runner::Sample]) -> String {
     svg.push_str("\"/>");
     for (i, s) in last.iter().enumerate() {
         let (x, y) = pt(i, s.latency_ms);
-        let _ = write!(svg, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#0078d4\"><title>{} — {:.2}s</title></circle>", esc(&s.what), s.latency_ms as f64 / 1000.0);
+        let _ = write!(
+            svg,
+            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#0078d4\"><title>{} — {:.2}s</title></circle>",
+            esc(&s.what),
+            s.latency_ms as f64 / 1000.0
+        );
     }
     svg.push_str("</svg>");
     svg

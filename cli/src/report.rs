@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use cosell_core::crm::CrmKind;
 use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::state::{AuditEntry, AuditKind, AuditLog, AuditSubject, Link, LinkStore, SyncMark};
+use cosell_core::sync::entity_name;
 use cosell_core::sync::plan::link_extra;
 use cosell_core::sync::view::strip_mark;
-use cosell_core::sync::entity_name;
 
 /// The link of a referral id or a CRM record id (an opportunity's or a lead's), if any.
 pub async fn find_link<S: LinkStore>(state: &S, id: &str, kind: CrmKind) -> anyhow::Result<Option<Link>> {
@@ -153,12 +153,30 @@ pub fn last_error(link: Option<&Link>, trail: &[AuditEntry]) -> Option<String> {
 pub fn fix_hint(reason: &str) -> Option<&'static str> {
     let r = reason.to_ascii_lowercase();
     let hints: [(&[&str], &str); 7] = [
-        (&["country"], "Open the customer account in the CRM, set its country to a 2-letter code (US, FR, DE…), save: the deal syncs on the next poll."),
-        (&["solution"], "Add at least one Microsoft solution (its Partner Center solution id) to the opportunity, then save it."),
-        (&["contact"], "When you ask Microsoft for help, the deal needs a customer contact with a name and e-mail: add one and save."),
-        (&["revenue", "deal value", "close date", "closing"], "Fill in the estimated revenue and the close date before qualifying the lead, then save."),
-        (&["currency"], "Set the deal's currency to one enabled in the CRM (or add the currency to `sync.currencies`)."),
-        (&["does not exist", "not found"], "The CRM id Partner Center holds is wrong: correct it in Partner Center or recreate the record."),
+        (
+            &["country"],
+            "Open the customer account in the CRM, set its country to a 2-letter code (US, FR, DE…), save: the deal syncs on the next poll.",
+        ),
+        (
+            &["solution"],
+            "Add at least one Microsoft solution (its Partner Center solution id) to the opportunity, then save it.",
+        ),
+        (
+            &["contact"],
+            "When you ask Microsoft for help, the deal needs a customer contact with a name and e-mail: add one and save.",
+        ),
+        (
+            &["revenue", "deal value", "close date", "closing"],
+            "Fill in the estimated revenue and the close date before qualifying the lead, then save.",
+        ),
+        (
+            &["currency"],
+            "Set the deal's currency to one enabled in the CRM (or add the currency to `sync.currencies`).",
+        ),
+        (
+            &["does not exist", "not found"],
+            "The CRM id Partner Center holds is wrong: correct it in Partner Center or recreate the record.",
+        ),
         (&["budget"], "Today's API budget is used up; syncing resumes after midnight UTC (see the status page)."),
     ];
     hints.iter().find(|(keys, _)| keys.iter().any(|k| r.contains(k))).map(|(_, h)| *h)

@@ -122,7 +122,11 @@ where
     let mut tasks = JoinSet::new();
     let webhook_addr = webhook.local_addr()?;
 
-    let app = router(Receiver { verifier: parts.verifier.clone(), queue: parts.pc_queue.clone(), dedup: parts.state.clone() });
+    let app = router(Receiver {
+        verifier: parts.verifier.clone(),
+        queue: parts.pc_queue.clone(),
+        dedup: parts.state.clone(),
+    });
     let mut s = stopped.clone();
     tasks.spawn(async move {
         let serve = axum::serve(webhook, app).with_graceful_shutdown(async move {
@@ -133,11 +137,22 @@ where
         }
     });
 
-    let syncer = Arc::new(Syncer::new(parts.pc.clone(), parts.crm.clone(), parts.state.clone(), SystemClock, parts.sync));
+    let syncer =
+        Arc::new(Syncer::new(parts.pc.clone(), parts.crm.clone(), parts.state.clone(), SystemClock, parts.sync));
     for queue in [parts.pc_queue.clone(), parts.crm_queue.clone()] {
         tasks.spawn(worker(syncer.clone(), queue, metrics.clone(), stopped.clone()));
     }
-    tasks.spawn(poller(parts.pc, parts.crm, parts.state, parts.pc_queue, parts.crm_queue, parts.poll_interval, parts.poller, metrics.clone(), stopped));
+    tasks.spawn(poller(
+        parts.pc,
+        parts.crm,
+        parts.state,
+        parts.pc_queue,
+        parts.crm_queue,
+        parts.poll_interval,
+        parts.poller,
+        metrics.clone(),
+        stopped,
+    ));
     Ok(Running { stop, tasks, webhook_addr, metrics })
 }
 
@@ -197,7 +212,10 @@ async fn worker<P, C, S, Q>(
                     if let Err(e) = queue.delete(&m.receipt).await {
                         tracing::warn!(error = %e, "could not delete a handled message; it will be handled again (harmless)");
                     }
-                    Metrics::push(&metrics.samples, Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now) });
+                    Metrics::push(
+                        &metrics.samples,
+                        Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now) },
+                    );
                 }
                 Disposition::Retry { after, reason } => {
                     let _ = queue.change_visibility(&m.receipt, after.unwrap_or(DEFAULT_RETRY)).await;

@@ -228,7 +228,8 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
 }
 
 async fn sim_post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
-    let resp = http.post(&url).json(&body).send().await.with_context(|| format!("seeding the CRM simulator ({url})"))?;
+    let resp =
+        http.post(&url).json(&body).send().await.with_context(|| format!("seeding the CRM simulator ({url})"))?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     anyhow::ensure!(status.is_success(), "seeding the CRM simulator ({url}): {status} {v}");
@@ -243,17 +244,26 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
     let id_of = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned).unwrap_or_default();
     match crm {
         CrmChoice::Dynamics => {
-            let acc = sim_post(&http, format!("{crm_url}/_sim/records/accounts"),
-                json!({"name": "Tailspin Toys", "address1_city": "Lyon", "address1_postalcode": "69002"})).await?;
+            let acc = sim_post(
+                &http,
+                format!("{crm_url}/_sim/records/accounts"),
+                json!({"name": "Tailspin Toys", "address1_city": "Lyon", "address1_postalcode": "69002"}),
+            )
+            .await?;
             let acc = id_of(&acc, "accountid");
             let opp = sim_post(&http, format!("{crm_url}/_sim/records/opportunities"), json!({
                 "name": MISSING_COUNTRY_DEAL, "estimatedvalue": 45000, "estimatedclosedate": "2026-11-30",
                 "description": "Teams Phone for 400 seats", "cosell_syncwithpartnercenter": true,
                 "parentaccountid@odata.bind": format!("/accounts({acc})"), "customerid_account@odata.bind": format!("/accounts({acc})")})).await?;
             let opp = id_of(&opp, "opportunityid");
-            sim_post(&http, format!("{crm_url}/_sim/records/cosell_pcsolutions"), json!({
+            sim_post(
+                &http,
+                format!("{crm_url}/_sim/records/cosell_pcsolutions"),
+                json!({
                 "cosell_solutionid": "SOL-CONTOSO-CLOUD", "cosell_name": "Contoso Cloud Accelerator",
-                "cosell_opportunityid@odata.bind": format!("/opportunities({opp})")})).await?;
+                "cosell_opportunityid@odata.bind": format!("/opportunities({opp})")}),
+            )
+            .await?;
             demo.missing_country = (MISSING_COUNTRY_DEAL.into(), opp);
             let all = http.get(format!("{crm_url}/_sim/records/opportunities")).send().await?.json::<Value>().await?;
             for o in all["value"].as_array().into_iter().flatten() {
@@ -263,12 +273,21 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
             }
         }
         CrmChoice::Salesforce => {
-            let acc = sim_post(&http, format!("{crm_url}/_sim/records/Account"),
-                json!({"Name": "Tailspin Toys", "BillingCity": "Lyon", "BillingPostalCode": "69002"})).await?;
+            let acc = sim_post(
+                &http,
+                format!("{crm_url}/_sim/records/Account"),
+                json!({"Name": "Tailspin Toys", "BillingCity": "Lyon", "BillingPostalCode": "69002"}),
+            )
+            .await?;
             let acc = id_of(&acc, "Id");
-            let opp = sim_post(&http, format!("{crm_url}/_sim/records/Opportunity"), json!({
+            let opp = sim_post(
+                &http,
+                format!("{crm_url}/_sim/records/Opportunity"),
+                json!({
                 "Name": MISSING_COUNTRY_DEAL, "Amount": 45000, "CloseDate": "2026-11-30", "StageName": "Prospecting",
-                "Description": "Teams Phone for 400 seats", "AccountId": acc, "Sync_with_Partner_Center__c": true})).await?;
+                "Description": "Teams Phone for 400 seats", "AccountId": acc, "Sync_with_Partner_Center__c": true}),
+            )
+            .await?;
             let opp = id_of(&opp, "Id");
             sim_post(&http, format!("{crm_url}/_sim/records/Microsoft_Solution__c"), json!({
                 "Name": "Contoso Cloud Accelerator", "Solution_Identifier__c": "SOL-CONTOSO-CLOUD", "Opportunity__c": opp})).await?;
@@ -296,7 +315,8 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
                     "requirements": {"solutions": [{"id": "SOL-6115380-IPC", "type": "Name"}]}},
             }))
             .map_err(|e| anyhow::anyhow!("seeding the Partner Center simulator: {e}"))?;
-        demo.inbound_referrals.push((name.to_owned(), own.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()));
+        demo.inbound_referrals
+            .push((name.to_owned(), own.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()));
     }
     Ok(demo)
 }

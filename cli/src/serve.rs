@@ -107,9 +107,9 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
     let webhook = TcpListener::bind(&s.webhook.listen)
         .await
         .with_context(|| format!("cannot listen on {} for webhooks: change [webhook] listen", s.webhook.listen))?;
-    let status = TcpListener::bind(&s.status_page.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for the status page: change [status_page] listen", s.status_page.listen))?;
+    let status = TcpListener::bind(&s.status_page.listen).await.with_context(|| {
+        format!("cannot listen on {} for the status page: change [status_page] listen", s.status_page.listen)
+    })?;
     let backend = stack::backend(&loaded).await?;
     with_backend!(backend, |state, pc_queue, crm_queue| {
         let budget = stack::budget(state.clone());
@@ -140,7 +140,10 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
         });
         ops::say(&format!(
             "Co-sell Connector running ({} store, {})\n  webhook receiver http://{}/webhook\n  status page      http://{status_addr}/\nCtrl-C to stop.",
-            match s.store { config::StoreSettings::Embedded { .. } => "embedded", config::StoreSettings::Aws { .. } => "DynamoDB/SQS" },
+            match s.store {
+                config::StoreSettings::Embedded { .. } => "embedded",
+                config::StoreSettings::Aws { .. } => "DynamoDB/SQS",
+            },
             s.crm.label(),
             running.webhook_addr,
         ));

@@ -54,11 +54,19 @@ pub async fn backend(loaded: &Loaded) -> anyhow::Result<Backend> {
             let state = SqliteState::open(db.clone(), SystemClock)
                 .await
                 .with_context(|| format!("cannot open the state tables in {}", path.display()))?;
-            let pc_queue = SqliteQueue::open(db.clone(), PC_EVENTS, MAX_RECEIVES).await.context("opening the pc-events queue")?;
-            let crm_queue = SqliteQueue::open(db, CRM_CHANGES, MAX_RECEIVES).await.context("opening the crm-changes queue")?;
+            let pc_queue =
+                SqliteQueue::open(db.clone(), PC_EVENTS, MAX_RECEIVES).await.context("opening the pc-events queue")?;
+            let crm_queue =
+                SqliteQueue::open(db, CRM_CHANGES, MAX_RECEIVES).await.context("opening the crm-changes queue")?;
             Ok(Backend::Embedded { state, pc_queue, crm_queue })
         }
-        StoreSettings::Aws { table, pc_events_queue_url, pc_events_dlq_url, crm_changes_queue_url, crm_changes_dlq_url } => {
+        StoreSettings::Aws {
+            table,
+            pc_events_queue_url,
+            pc_events_dlq_url,
+            crm_changes_queue_url,
+            crm_changes_dlq_url,
+        } => {
             let sdk = cosell_aws::sdk_config().await;
             let state = DynamoState::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone(), SystemClock);
             let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -115,7 +123,10 @@ pub fn crm<S: BudgetCounter>(loaded: &Loaded, budget: Budget<S>) -> anyhow::Resu
             );
             config.token_url = d.token_url.clone();
             config.fields = sync.fields;
-            Ok(AnyCrm::Dynamics(DynamicsCrm::new(config, budget).map_err(|e| anyhow::anyhow!("building the Dynamics 365 client: {e}"))?))
+            Ok(AnyCrm::Dynamics(
+                DynamicsCrm::new(config, budget)
+                    .map_err(|e| anyhow::anyhow!("building the Dynamics 365 client: {e}"))?,
+            ))
         }
         CrmChoice::Salesforce => {
             let f = s.salesforce.as_ref().context("[salesforce] section missing")?;
@@ -125,7 +136,10 @@ pub fn crm<S: BudgetCounter>(loaded: &Loaded, budget: Budget<S>) -> anyhow::Resu
             };
             let mut config = SalesforceConfig::new(&f.login_url, auth);
             config.fields = sync.fields;
-            Ok(AnyCrm::Salesforce(SalesforceCrm::new(config, budget).map_err(|e| anyhow::anyhow!("building the Salesforce client: {e}"))?))
+            Ok(AnyCrm::Salesforce(
+                SalesforceCrm::new(config, budget)
+                    .map_err(|e| anyhow::anyhow!("building the Salesforce client: {e}"))?,
+            ))
         }
     }
 }

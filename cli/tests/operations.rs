@@ -17,7 +17,11 @@ const REASON: &str = "The customer account \"Adatum\" has no country. Set `addre
 
 fn cosell(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cosell")).args(args).output().expect("the cosell binary runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Endpoints are never called by these operations; they only have to be configured.
@@ -110,9 +114,12 @@ async fn operations_work_on_dynamodb_and_sqs() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let table = format!("cosell-cli-{suffix}");
     cosell_aws::create_table(&ddb, &table).await.unwrap();
-    let (pc_url, pc_dlq) = cosell_aws::create_fifo_queue(&sqs, &format!("pc-events-{suffix}"), 1, Duration::from_secs(30)).await.unwrap();
+    let (pc_url, pc_dlq) =
+        cosell_aws::create_fifo_queue(&sqs, &format!("pc-events-{suffix}"), 1, Duration::from_secs(30)).await.unwrap();
     let (crm_url, crm_dlq) =
-        cosell_aws::create_fifo_queue(&sqs, &format!("crm-changes-{suffix}"), 1, Duration::from_secs(30)).await.unwrap();
+        cosell_aws::create_fifo_queue(&sqs, &format!("crm-changes-{suffix}"), 1, Duration::from_secs(30))
+            .await
+            .unwrap();
     let state = cosell_aws::DynamoState::new(ddb, table.clone(), SystemClock);
     let pcq = cosell_aws::SqsQueue::new(sqs, pc_url.clone(), pc_dlq.clone());
     let crm_id = seed(&state, &pcq).await;

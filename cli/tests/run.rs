@@ -78,8 +78,13 @@ async fn run_syncs_both_ways_against_the_configured_endpoints_without_echoing_se
         let opps: Value =
             http.get(format!("{crm_url}/_sim/records/opportunities")).send().await.unwrap().json().await.unwrap();
         to_crm = opps["value"].as_array().unwrap().iter().any(|o| o["cosell_referralid"].as_str() == Some(&inbound_id));
-        let refs: Value = http.get(format!("{}/_sim/referrals", pc.base_url())).send().await.unwrap().json().await.unwrap();
-        to_pc = refs.as_array().unwrap().iter().any(|r| r["name"].as_str().is_some_and(|n| n.contains("Contoso – Azure migration")));
+        let refs: Value =
+            http.get(format!("{}/_sim/referrals", pc.base_url())).send().await.unwrap().json().await.unwrap();
+        to_pc = refs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"].as_str().is_some_and(|n| n.contains("Contoso – Azure migration")));
     }
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let t = Instant::now();

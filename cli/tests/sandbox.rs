@@ -36,14 +36,18 @@ async fn links(sb: &Sandbox) -> Vec<Link> {
 
 fn converged(sb: &Sandbox, links: &[Link]) -> bool {
     let synced_referral = |id: &str| {
-        links.iter().any(|l| l.referral_id.as_ref().is_some_and(|r| r.as_str() == id) && l.crm.is_some() && l.mark == SyncMark::Synced)
+        links.iter().any(|l| {
+            l.referral_id.as_ref().is_some_and(|r| r.as_str() == id) && l.crm.is_some() && l.mark == SyncMark::Synced
+        })
     };
     let synced_crm = |id: &str| {
-        links.iter().any(|l| l.crm.as_ref().is_some_and(|c| c.id() == id) && l.referral_id.is_some() && l.mark == SyncMark::Synced)
+        links.iter().any(|l| {
+            l.crm.as_ref().is_some_and(|c| c.id() == id) && l.referral_id.is_some() && l.mark == SyncMark::Synced
+        })
     };
-    let failed = links
-        .iter()
-        .any(|l| l.crm.as_ref().is_some_and(|c| c.id() == sb.demo.missing_country.1) && matches!(l.mark, SyncMark::Failed(_)));
+    let failed = links.iter().any(|l| {
+        l.crm.as_ref().is_some_and(|c| c.id() == sb.demo.missing_country.1) && matches!(l.mark, SyncMark::Failed(_))
+    });
     sb.demo.inbound_referrals.iter().all(|(_, id)| synced_referral(id))
         && sb.demo.flagged_opportunities.iter().all(|id| synced_crm(id))
         && failed
@@ -64,7 +68,11 @@ async fn wait_for_demo(sb: &Sandbox) -> (Vec<Link>, Duration) {
 
 fn cosell(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cosell")).args(args).output().expect("the cosell binary runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn demo_syncs_both_ways(crm: CrmChoice) {
@@ -168,7 +176,8 @@ fn headless(browser: &str, profile: &Path, extra: &[&str], url: &str) -> std::pr
     .arg(format!("--user-data-dir={}", profile.display()))
     .args(extra)
     .arg(url);
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("chromium starts");
+    let child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("chromium starts");
     let id = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -200,7 +209,11 @@ async fn the_status_page_renders_the_demo_in_a_headless_browser() {
             assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&s.stderr));
             let blank = d.join("blank.png");
             headless(&b, &p, &[&format!("--screenshot={}", blank.display()), "--window-size=1280,1400"], "about:blank");
-            (String::from_utf8_lossy(&dom.stdout).into_owned(), std::fs::read(shot).unwrap(), std::fs::read(blank).unwrap_or_default())
+            (
+                String::from_utf8_lossy(&dom.stdout).into_owned(),
+                std::fs::read(shot).unwrap(),
+                std::fs::read(blank).unwrap_or_default(),
+            )
         })
         .await
         .unwrap()
@@ -212,7 +225,12 @@ async fn the_status_page_renders_the_demo_in_a_headless_browser() {
     assert!(dom.contains('✘') && dom.contains('✔'));
     assert!(dom.contains("<svg") && dom.contains("polyline"), "the latency chart is rendered");
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
-    assert!(shot.len() > 20_000 && shot.len() > 3 * blank.len().max(1), "the screenshot shows a page ({} bytes, blank {} bytes)", shot.len(), blank.len());
+    assert!(
+        shot.len() > 20_000 && shot.len() > 3 * blank.len().max(1),
+        "the screenshot shows a page ({} bytes, blank {} bytes)",
+        shot.len(),
+        blank.len()
+    );
     sb.stop().await;
 }
 
