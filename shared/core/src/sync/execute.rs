@@ -332,20 +332,20 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 return Err(e);
             }
         };
-        if !referral.is_microsoft_side() {
-            if let Some(link) = self.state.link_by_referral(id).await? {
-                let unchanged = link.crm.is_some()
-                    && referral.etag.is_some()
-                    && link.pc_etag.as_deref() == referral.etag.as_ref().map(|e| e.as_str());
-                if unchanged {
-                    return Ok(Outcome {
-                        summary: "already in sync: the referral has not changed since our last sync".into(),
-                        api_writes: 0,
-                        referral_id: Some(id.clone()),
-                        crm: link.crm.clone(),
-                        link: Some(link),
-                    });
-                }
+        if !referral.is_microsoft_side()
+            && let Some(link) = self.state.link_by_referral(id).await?
+        {
+            let unchanged = link.crm.is_some()
+                && referral.etag.is_some()
+                && link.pc_etag.as_deref() == referral.etag.as_ref().map(|e| e.as_str());
+            if unchanged {
+                return Ok(Outcome {
+                    summary: "already in sync: the referral has not changed since our last sync".into(),
+                    api_writes: 0,
+                    referral_id: Some(id.clone()),
+                    crm: link.crm.clone(),
+                    link: Some(link),
+                });
             }
         }
         let first = std::sync::Mutex::new(Some(referral));
@@ -591,13 +591,18 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 let ours = cx.loaded.referral.as_ref().ok_or_else(|| internal("Microsoft's referral before ours"))?;
                 let engagement =
                     ours.engagement_id.clone().ok_or_else(|| internal("created referral has no engagementId"))?;
-                let existing = self
-                    .pc
-                    .list_referrals(&ReferralQuery::engagement(&engagement), None)
-                    .await?
-                    .items
-                    .into_iter()
-                    .find(|r| r.is_microsoft_side());
+                // Only a resumed attempt can find an invitation it already sent; a first attempt (or
+                // a conversion to co-sell, planned from an engagement read without one) cannot.
+                let existing = if resuming {
+                    self.pc
+                        .list_referrals(&ReferralQuery::engagement(&engagement), None)
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|r| r.is_microsoft_side())
+                } else {
+                    None
+                };
                 let microsoft = match existing {
                     Some(r) => {
                         cx.api_writes -= 1;
