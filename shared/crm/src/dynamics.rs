@@ -417,6 +417,14 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         let mut body = Map::new();
         if creating {
             body.extend(f.opportunity_defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if x.on_hold == Some(true) {
+                // An open status reason can be set on create; Won/Lost only through the actions.
+                let status: i64 = f.stage_on_hold.parse().map_err(|_| CrmError::Invalid {
+                    field: Some("stage_on_hold".into()),
+                    message: format!("Dataverse status reason `{}` is not a number", f.stage_on_hold),
+                })?;
+                body.insert("statuscode".into(), json!(status));
+            }
         }
         if let Some(v) = &x.name {
             body.insert(f.opportunity_name.clone(), json!(v));
@@ -478,6 +486,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
                 account_id: str_of(o, &lookup_value(&f.opportunity_account)),
                 contact_id: str_of(o, &lookup_value(&f.opportunity_contact)),
                 cosell: self.cosell_read(o)?,
+                on_hold: None,
             },
             id,
         })

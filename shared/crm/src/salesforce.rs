@@ -455,7 +455,8 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         let mut body = Map::new();
         if creating {
             body.extend(f.opportunity_defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
-            body.entry(f.stage.clone()).or_insert(json!(f.stage_active));
+            let stage = if x.on_hold == Some(true) { &f.stage_on_hold } else { &f.stage_active };
+            body.entry(f.stage.clone()).or_insert(json!(stage));
         }
         if let Some(v) = &x.name {
             // Opportunity.Name holds at most 120 characters.
@@ -509,6 +510,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
                 account_id: str_of(o, &f.opportunity_account),
                 contact_id: str_of(o, &f.opportunity_contact),
                 cosell: self.cosell_read(o)?,
+                on_hold: None,
             },
             id,
         })
