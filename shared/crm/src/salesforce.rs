@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::http::{Resp, client, transport};
+use crate::http::{Resp, client, transport, with_reauth};
 
 /// How the connector authenticates to Salesforce.
 #[derive(Debug, Clone)]
@@ -253,8 +253,8 @@ impl<B: ApiBudget> SalesforceCrm<B> {
 
     /// One REST call (charged), re-authenticating once on 401. `path` starts with `/services/`.
     async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
-        let mut forced = false;
-        loop {
+        let method = &method;
+        with_reauth(|forced| async move {
             self.budget.charge(Api::Salesforce, 1).await?;
             let s = self.session(forced).await?;
             let mut req = self
@@ -269,13 +269,9 @@ impl<B: ApiBudget> SalesforceCrm<B> {
                 req = req.json(b);
             }
             tracing::debug!(method = %method, path = path.split('?').next().unwrap_or(""), "salesforce call");
-            let resp = Resp::read(req.send().await.map_err(transport)?).await?;
-            if resp.status == 401 && !forced {
-                forced = true;
-                continue;
-            }
-            return Ok(resp);
-        }
+            Resp::read(req.send().await.map_err(transport)?).await
+        })
+        .await
     }
 
     async fn send(
