@@ -468,7 +468,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// Applies `plan`, starting from the state it was made from.
     pub async fn execute(&self, plan: &Plan, loaded: Loaded) -> Result<Outcome, ExecFailure> {
         let resuming = loaded.link.as_ref().and_then(link_extra::intent) == Some(link_extra::CREATE_REFERRAL);
-        let mut cx = Context { loaded, account: None, contact: None, api_writes: 0 };
+        let mut cx = Context { loaded, account: None, account_created: false, contact: None, api_writes: 0 };
         for step in &plan.steps {
             self.step(step, &mut cx, resuming).await?;
         }
@@ -490,7 +490,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             Step::EnsureAccount { fields } => {
                 let account = match self.crm.find_account(fields).await? {
                     Some(a) => a,
-                    None => self.crm.create_account(fields).await?,
+                    None => {
+                        cx.account_created = true;
+                        self.crm.create_account(fields).await?
+                    }
                 };
                 cx.account = Some(account);
             }
@@ -498,7 +501,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 let account =
                     cx.account.as_ref().map(|a| a.id.clone()).ok_or_else(|| internal("contact before account"))?;
                 let email = fields.email.clone().unwrap_or_default();
-                let contact = match self.crm.find_contact(&account, &email).await? {
+                // A contact of an account created a moment ago cannot exist yet: no lookup. (A retry
+                // after a crash finds the account, so it looks the contact up again.)
+                let existing = if cx.account_created { None } else { self.crm.find_contact(&account, &email).await? };
+                let contact = match existing {
                     Some(c) => c,
                     None => self.crm.create_contact(&account, fields).await?,
                 };
@@ -755,6 +761,8 @@ fn not_found_none<T>(e: CrmError) -> Result<Option<T>, CrmError> {
 struct Context {
     loaded: Loaded,
     account: Option<AccountRecord>,
+    /// This sync created the account, so none of its contacts can exist yet.
+    account_created: bool,
     contact: Option<ContactRecord>,
     api_writes: usize,
 }
