@@ -149,6 +149,7 @@ async fn flagged_opportunity_becomes_a_cosell_engagement_then_updates_and_closes
             account_id: Some(account.id.clone()),
             contact_id: Some(contact.id.clone()),
             cosell: CosellFields { sync: Some(true), help: Some(vec![help]), ..Default::default() },
+            on_hold: None,
         })
         .await
         .unwrap()

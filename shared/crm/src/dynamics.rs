@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::http::{CachedToken, Resp, client, quoted_field, transport};
+use crate::http::{CachedToken, Resp, client, quoted_field, transport, with_reauth};
 
 /// Dataverse connection settings.
 #[derive(Debug, Clone)]
@@ -205,8 +205,8 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<Resp, CrmError> {
-        let mut forced = false;
-        loop {
+        let method = &method;
+        with_reauth(|forced| async move {
             self.budget.charge(Api::Dataverse, 1).await?;
             let token = self.token(forced).await?;
             let mut req = self
@@ -223,13 +223,9 @@ impl<B: ApiBudget> DynamicsCrm<B> {
                 req = req.json(b);
             }
             tracing::debug!(method = %method, path = url.split('?').next().unwrap_or(""), "dataverse call");
-            let resp = Resp::read(req.send().await.map_err(transport)?).await?;
-            if resp.status == 401 && !forced {
-                forced = true;
-                continue;
-            }
-            return Ok(resp);
-        }
+            Resp::read(req.send().await.map_err(transport)?).await
+        })
+        .await
     }
 
     async fn send(
@@ -417,6 +413,14 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         let mut body = Map::new();
         if creating {
             body.extend(f.opportunity_defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if x.on_hold == Some(true) {
+                // An open status reason can be set on create; Won/Lost only through the actions.
+                let status: i64 = f.stage_on_hold.parse().map_err(|_| CrmError::Invalid {
+                    field: Some("stage_on_hold".into()),
+                    message: format!("Dataverse status reason `{}` is not a number", f.stage_on_hold),
+                })?;
+                body.insert("statuscode".into(), json!(status));
+            }
         }
         if let Some(v) = &x.name {
             body.insert(f.opportunity_name.clone(), json!(v));
@@ -478,6 +482,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
                 account_id: str_of(o, &lookup_value(&f.opportunity_account)),
                 contact_id: str_of(o, &lookup_value(&f.opportunity_contact)),
                 cosell: self.cosell_read(o)?,
+                on_hold: None,
             },
             id,
         })

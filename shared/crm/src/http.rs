@@ -1,5 +1,6 @@
 //! HTTP plumbing both adapters share.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use cosell_core::crm::CrmError;
@@ -44,6 +45,18 @@ impl Resp {
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).chars().take(500).collect()
     }
+}
+
+/// One charged API call, re-authenticating once if the CRM answers 401 (the token expired or was
+/// revoked early). `attempt(force_new_token)` builds and sends the request; its charge to the budget
+/// happens inside, per attempt, because each attempt is a call the CRM counts.
+pub(crate) async fn with_reauth<F, Fut>(mut attempt: F) -> Result<Resp, CrmError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<Resp, CrmError>>,
+{
+    let resp = attempt(false).await?;
+    if resp.status == 401 { attempt(true).await } else { Ok(resp) }
 }
 
 /// Transport failures (timeouts, refused connections) are transient.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::http::{Resp, client, transport};
+use crate::http::{Resp, client, transport, with_reauth};
 
 /// How the connector authenticates to Salesforce.
 #[derive(Debug, Clone)]
@@ -253,8 +253,8 @@ impl<B: ApiBudget> SalesforceCrm<B> {
 
     /// One REST call (charged), re-authenticating once on 401. `path` starts with `/services/`.
     async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
-        let mut forced = false;
-        loop {
+        let method = &method;
+        with_reauth(|forced| async move {
             self.budget.charge(Api::Salesforce, 1).await?;
             let s = self.session(forced).await?;
             let mut req = self
@@ -269,13 +269,9 @@ impl<B: ApiBudget> SalesforceCrm<B> {
                 req = req.json(b);
             }
             tracing::debug!(method = %method, path = path.split('?').next().unwrap_or(""), "salesforce call");
-            let resp = Resp::read(req.send().await.map_err(transport)?).await?;
-            if resp.status == 401 && !forced {
-                forced = true;
-                continue;
-            }
-            return Ok(resp);
-        }
+            Resp::read(req.send().await.map_err(transport)?).await
+        })
+        .await
     }
 
     async fn send(
@@ -455,7 +451,8 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         let mut body = Map::new();
         if creating {
             body.extend(f.opportunity_defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
-            body.entry(f.stage.clone()).or_insert(json!(f.stage_active));
+            let stage = if x.on_hold == Some(true) { &f.stage_on_hold } else { &f.stage_active };
+            body.entry(f.stage.clone()).or_insert(json!(stage));
         }
         if let Some(v) = &x.name {
             // Opportunity.Name holds at most 120 characters.
@@ -509,6 +506,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
                 account_id: str_of(o, &f.opportunity_account),
                 contact_id: str_of(o, &f.opportunity_contact),
                 cosell: self.cosell_read(o)?,
+                on_hold: None,
             },
             id,
         })

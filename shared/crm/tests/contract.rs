@@ -43,6 +43,7 @@ fn opportunity(referral: Option<ReferralId>) -> OpportunityFields {
             audit: Some("created from referral".into()),
             sync_status: Some("✔".into()),
         },
+        on_hold: None,
     }
 }
 
@@ -179,6 +180,19 @@ async fn close_won_is_idempotent_and_never_reopens_as_lost<H: Harness>() {
     let lost = h.crm().close_opportunity(&id, &CloseOutcome::Lost { reason: None }).await;
     assert!(matches!(lost, Err(CrmError::Invalid { .. })), "{lost:?}");
     assert_eq!(h.crm().get_opportunity(&id).await.unwrap().state, DealState::Won);
+}
+
+async fn an_opportunity_can_start_on_hold<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    let created = crm
+        .create_opportunity(&OpportunityFields { on_hold: Some(true), ..opportunity(Some(referral())) })
+        .await
+        .unwrap();
+    assert_eq!(created.record.state, DealState::OnHold);
+    assert_eq!(crm.get_opportunity(&created.record.id).await.unwrap().state, DealState::OnHold);
+    let open = crm.create_opportunity(&opportunity(Some(referral()))).await.unwrap();
+    assert_eq!(open.record.state, DealState::Open);
 }
 
 async fn close_lost_and_on_hold_move_the_deal_state<H: Harness>() {
@@ -453,6 +467,10 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn close_won_is_idempotent_and_never_reopens_as_lost() {
                 super::close_won_is_idempotent_and_never_reopens_as_lost::<$harness>().await
+            }
+            #[tokio::test]
+            async fn an_opportunity_can_start_on_hold() {
+                super::an_opportunity_can_start_on_hold::<$harness>().await
             }
             #[tokio::test]
             async fn close_lost_and_on_hold_move_the_deal_state() {

@@ -121,6 +121,10 @@ pub struct OpportunityFields {
     /// CRM id of the primary customer contact.
     pub contact_id: Option<String>,
     pub cosell: CosellFields,
+    /// On create: start on hold (the configured on-hold stage / status reason) instead of active,
+    /// saving the separate `set_on_hold` call. Ignored on update: use `set_on_hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hold: Option<bool>,
 }
 
 /// Where an opportunity is in its life.

@@ -237,12 +237,14 @@ impl CrmPort for InMemoryCrm {
         }
         let meta = self.meta(&mut inner, CONNECTOR_USER);
         let seq = inner.seq;
+        // As the adapters do: `on_hold` chooses the starting stage and is not stored.
+        let state = if fields.on_hold == Some(true) { DealState::OnHold } else { DealState::Open };
         let o = OpportunityRecord {
             id: format!("opp-{seq}"),
             meta,
-            state: DealState::Open,
+            state,
             stage: None,
-            fields: fields.clone(),
+            fields: OpportunityFields { on_hold: None, ..fields.clone() },
         };
         inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
         Ok(Created { record: o, created: true })

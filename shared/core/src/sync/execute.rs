@@ -332,20 +332,20 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 return Err(e);
             }
         };
-        if !referral.is_microsoft_side() {
-            if let Some(link) = self.state.link_by_referral(id).await? {
-                let unchanged = link.crm.is_some()
-                    && referral.etag.is_some()
-                    && link.pc_etag.as_deref() == referral.etag.as_ref().map(|e| e.as_str());
-                if unchanged {
-                    return Ok(Outcome {
-                        summary: "already in sync: the referral has not changed since our last sync".into(),
-                        api_writes: 0,
-                        referral_id: Some(id.clone()),
-                        crm: link.crm.clone(),
-                        link: Some(link),
-                    });
-                }
+        if !referral.is_microsoft_side()
+            && let Some(link) = self.state.link_by_referral(id).await?
+        {
+            let unchanged = link.crm.is_some()
+                && referral.etag.is_some()
+                && link.pc_etag.as_deref() == referral.etag.as_ref().map(|e| e.as_str());
+            if unchanged {
+                return Ok(Outcome {
+                    summary: "already in sync: the referral has not changed since our last sync".into(),
+                    api_writes: 0,
+                    referral_id: Some(id.clone()),
+                    crm: link.crm.clone(),
+                    link: Some(link),
+                });
             }
         }
         let first = std::sync::Mutex::new(Some(referral));
@@ -468,7 +468,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// Applies `plan`, starting from the state it was made from.
     pub async fn execute(&self, plan: &Plan, loaded: Loaded) -> Result<Outcome, ExecFailure> {
         let resuming = loaded.link.as_ref().and_then(link_extra::intent) == Some(link_extra::CREATE_REFERRAL);
-        let mut cx = Context { loaded, account: None, contact: None, api_writes: 0 };
+        let mut cx = Context { loaded, account: None, account_created: false, contact: None, api_writes: 0 };
         for step in &plan.steps {
             self.step(step, &mut cx, resuming).await?;
         }
@@ -490,7 +490,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             Step::EnsureAccount { fields } => {
                 let account = match self.crm.find_account(fields).await? {
                     Some(a) => a,
-                    None => self.crm.create_account(fields).await?,
+                    None => {
+                        cx.account_created = true;
+                        self.crm.create_account(fields).await?
+                    }
                 };
                 cx.account = Some(account);
             }
@@ -498,7 +501,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 let account =
                     cx.account.as_ref().map(|a| a.id.clone()).ok_or_else(|| internal("contact before account"))?;
                 let email = fields.email.clone().unwrap_or_default();
-                let contact = match self.crm.find_contact(&account, &email).await? {
+                // A contact of an account created a moment ago cannot exist yet: no lookup. (A retry
+                // after a crash finds the account, so it looks the contact up again.)
+                let existing = if cx.account_created { None } else { self.crm.find_contact(&account, &email).await? };
+                let contact = match existing {
                     Some(c) => c,
                     None => self.crm.create_contact(&account, fields).await?,
                 };
@@ -591,13 +597,18 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 let ours = cx.loaded.referral.as_ref().ok_or_else(|| internal("Microsoft's referral before ours"))?;
                 let engagement =
                     ours.engagement_id.clone().ok_or_else(|| internal("created referral has no engagementId"))?;
-                let existing = self
-                    .pc
-                    .list_referrals(&ReferralQuery::engagement(&engagement), None)
-                    .await?
-                    .items
-                    .into_iter()
-                    .find(|r| r.is_microsoft_side());
+                // Only a resumed attempt can find an invitation it already sent; a first attempt (or
+                // a conversion to co-sell, planned from an engagement read without one) cannot.
+                let existing = if resuming {
+                    self.pc
+                        .list_referrals(&ReferralQuery::engagement(&engagement), None)
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|r| r.is_microsoft_side())
+                } else {
+                    None
+                };
                 let microsoft = match existing {
                     Some(r) => {
                         cx.api_writes -= 1;
@@ -750,6 +761,8 @@ fn not_found_none<T>(e: CrmError) -> Result<Option<T>, CrmError> {
 struct Context {
     loaded: Loaded,
     account: Option<AccountRecord>,
+    /// This sync created the account, so none of its contacts can exist yet.
+    account_created: bool,
     contact: Option<ContactRecord>,
     api_writes: usize,
 }

@@ -334,8 +334,9 @@ fn plan_new_inbound(input: &SyncInput<'_>, r: &Referral) -> Plan {
                 account_id: None,
                 contact_id: None,
                 cosell: cosell_fields_from_pc(&pc, r, config, true),
+                // An incoming referral waits on hold until a seller accepts it (seeds: on-hold stage).
+                on_hold: Some(lifecycle != Lifecycle::ActiveAccepted),
             },
-            // An incoming referral waits on hold until a seller accepts it (seeds: on-hold stage).
             on_hold: lifecycle != Lifecycle::ActiveAccepted,
         });
         for s in &pc.solutions {
