@@ -177,8 +177,10 @@ pub async fn audit(id: &str, path: Option<&Path>, limit: usize, as_json: bool) -
     })
 }
 
+type ConfiguredSyncer<S> = Syncer<Arc<stack::Pc<S>>, Arc<stack::Crm<S>>, S, SystemClock>;
+
 /// The Syncer for the configured endpoints, over `state`.
-fn syncer<S>(loaded: &Loaded, state: S) -> anyhow::Result<Syncer<Arc<stack::Pc<S>>, Arc<stack::Crm<S>>, S, SystemClock>>
+fn syncer<S>(loaded: &Loaded, state: S) -> anyhow::Result<ConfiguredSyncer<S>>
 where
     S: cosell_core::ports::state::StateStore + Clone,
 {

@@ -94,7 +94,7 @@ where
 {
     let now = Utc::now();
     let mut links = report::all_links(&p.state, 2000).await?;
-    links.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    links.sort_by_key(|l| std::cmp::Reverse(l.updated_at));
     let synced = links.iter().filter(|l| l.mark == SyncMark::Synced).count();
     let failed = links.iter().filter(|l| matches!(l.mark, SyncMark::Failed(_))).count();
     let mut dead = Vec::new();

@@ -85,7 +85,7 @@ pub async fn trail<S: AuditLog>(
             }
         }
     }
-    entries.sort_by(|a, b| b.at.cmp(&a.at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
     entries.truncate(limit);
     Ok(entries)
 }
