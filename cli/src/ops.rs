@@ -74,9 +74,14 @@ pub async fn status(id: &str, path: Option<&Path>, as_json: bool) -> anyhow::Res
             return Err(not_found(id));
         }
         let last_error = report::last_error(link.as_ref(), &trail);
+        let current = match &link {
+            Some(l) => current_values(&loaded, state.clone(), l).await,
+            None => Vec::new(),
+        };
         if as_json {
             print_json(&json!({
                 "id": id,
+                "current": current.iter().map(|(side, v)| json!({"side": side, "value": v})).collect::<Vec<_>>(),
                 "link": link,
                 "state": link.as_ref().map(|l| &l.mark),
                 "last_error": last_error,
@@ -85,9 +90,75 @@ pub async fn status(id: &str, path: Option<&Path>, as_json: bool) -> anyhow::Res
             }));
             return Ok(());
         }
-        say(&render_status(id, link.as_ref(), &trail, last_error.as_deref()));
+        let mut text = render_status(id, link.as_ref(), &trail, last_error.as_deref());
+        if !current.is_empty() {
+            text.push_str("\n\nCurrent values:");
+            for (side, v) in &current {
+                text.push_str(&format!("\n  {side:<18} {v}"));
+            }
+        }
+        say(&text);
         Ok(())
     })
+}
+
+/// Both sides as they are now (read from Partner Center and the CRM), or why they could not be read.
+async fn current_values<S>(loaded: &Loaded, state: S, link: &Link) -> Vec<(&'static str, String)>
+where
+    S: cosell_core::ports::state::StateStore + Clone,
+{
+    let timeout = std::time::Duration::from_secs(15);
+    let syncer = match syncer(loaded, state) {
+        Ok(s) => s,
+        Err(e) => return vec![("(not read)", format!("{e}"))],
+    };
+    let mut out = Vec::new();
+    if let Some(r) = &link.referral_id {
+        let got = tokio::time::timeout(
+            timeout,
+            cosell_core::ports::partner_center::PartnerCenter::get_referral(&syncer.pc, r),
+        )
+        .await;
+        out.push((
+            "Partner Center",
+            match got {
+                Ok(Ok(r)) => {
+                    let v = cosell_core::sync::DealView::of_referral(&r, None, &syncer.config);
+                    format!(
+                        "{} · {} {} · status {}/{}",
+                        v.name.unwrap_or_default(),
+                        v.deal_value_cents
+                            .map(|c| format!("{:.0}", c as f64 / 100.0))
+                            .unwrap_or_else(|| "no value".into()),
+                        v.currency.unwrap_or_default(),
+                        r.status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                        r.substatus.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    )
+                }
+                Ok(Err(e)) => format!("could not read the referral: {e}"),
+                Err(_) => "could not read the referral: no answer within 15 s".into(),
+            },
+        ));
+    }
+    if let Some(c) = link.crm.as_ref().filter(|c| !c.entity().eq_ignore_ascii_case("lead")) {
+        let got = tokio::time::timeout(timeout, syncer.crm.get_opportunity(c.id())).await;
+        out.push((
+            "CRM",
+            match got {
+                Ok(Ok(o)) => format!(
+                    "{} · {} {} · closes {} · {:?}",
+                    o.fields.name.unwrap_or_default(),
+                    o.fields.deal_value.map(|v| format!("{v:.0}")).unwrap_or_else(|| "no value".into()),
+                    o.fields.currency.unwrap_or_default(),
+                    o.fields.close_date.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
+                    o.state,
+                ),
+                Ok(Err(e)) => format!("could not read the opportunity: {e}"),
+                Err(_) => "could not read the opportunity: no answer within 15 s".into(),
+            },
+        ));
+    }
+    out
 }
 
 fn render_status(id: &str, link: Option<&Link>, trail: &[AuditEntry], last_error: Option<&str>) -> String {

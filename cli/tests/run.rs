@@ -100,3 +100,35 @@ async fn run_syncs_both_ways_against_the_configured_endpoints_without_echoing_se
         assert!(!all.contains(secret), "a secret was echoed: {all}");
     }
 }
+
+#[test]
+fn sim_runs_one_simulator_alone_on_the_given_port_until_ctrl_c() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosell"))
+        .args(["sim", "salesforce", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains(&format!("http://127.0.0.1:{port}")), "{first}");
+    {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the simulator listens on its port");
+        conn.write_all(b"GET /_sim/stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the simulator did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+}

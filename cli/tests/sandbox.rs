@@ -113,6 +113,7 @@ async fn demo_syncs_both_ways(crm: CrmChoice) {
     let failed_id = sb.demo.missing_country.1.clone();
     let (ok, out, err) = cosell(&["status", &failed_id, "--config", &config]);
     assert!(ok, "{err}");
+    let flagged = flagged.as_str();
     assert!(out.contains(MISSING_COUNTRY_DEAL) && out.contains('✘'), "{out}");
     assert!(out.contains("has no country") && out.contains("2-letter"), "the reason and the fix: {out}");
     let (ok, out, err) = cosell(&["audit", &failed_id, "--config", &config]);
@@ -122,6 +123,25 @@ async fn demo_syncs_both_ways(crm: CrmChoice) {
     assert!(ok);
     let v: Value = serde_json::from_str(&out).expect("--json prints JSON");
     assert!(v["last_error"].as_str().unwrap().contains("country"), "{v:#}");
+    // Both sides' current values are read live.
+    let (_, out, _) = cosell(&["status", flagged, "--config", &config]);
+    assert!(out.contains("Current values:") && out.contains(FLAGGED_DEAL), "{out}");
+    // `plan` writes nothing and says why: the failed deal has not changed since it failed.
+    let (ok, out, err) = cosell(&["plan", &failed_id, "--config", &config]);
+    assert!(ok, "{err}");
+    assert!(out.contains("nothing to do until it is fixed") && out.contains("nothing was written"), "{out}");
+    // The webhook points at the sandbox's receiver; doctor passes every check.
+    let (ok, out, err) = cosell(&["webhook", "show", "--config", &config, "--json"]);
+    assert!(ok, "{err}");
+    let reg: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reg["WebhookUrl"].as_str(), Some(sb.webhook_url.as_str()), "{reg:#}");
+    let (ok, out, err) = cosell(&["doctor", "--config", &config]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.matches('✔').count(), 6, "{out}");
+    let (ok, out, err) = cosell(&["reconcile", "--dry-run", "--json", "--config", &config]);
+    assert!(ok, "{err}");
+    let rec: Value = serde_json::from_str(&out).unwrap();
+    assert!(rec["referrals_seen"].as_u64().unwrap() >= 3, "{rec:#}");
     // A synced inbound deal, looked up by its referral id.
     let (ok, out, _) = cosell(&["status", &sb.demo.inbound_referrals[0].1, "--config", &config]);
     assert!(ok && out.contains("✔ in sync"), "{out}");
