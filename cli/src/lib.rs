@@ -135,6 +135,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox { crm, status_port, webhook_port, dir } => {
+            let stop = serve::shutdown_signal();
             let dir = dir.unwrap_or_else(sandbox::default_dir);
             let sb = sandbox::start(sandbox::Options {
                 crm,
@@ -145,7 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             ops::say(&sandbox::banner(&sb, &dir));
-            serve::ctrl_c().await;
+            stop.await;
             ops::say("stopping…");
             sb.stop().await;
             Ok(())

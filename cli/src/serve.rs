@@ -21,28 +21,27 @@ pub fn init_logs(verbose: bool) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM (a service manager stopping us).
-pub async fn ctrl_c() {
-    let interrupt = async {
+/// Ctrl-C (SIGINT) or SIGTERM (a service manager stopping us). The handlers are installed when this
+/// is called, not when the future is first polled: call it before printing the URLs, so that a
+/// Ctrl-C right after them still stops the process cleanly.
+pub fn shutdown_signal() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
+        }
+    }
+    Box::pin(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
+    })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -53,6 +52,7 @@ pub enum SimKind {
 }
 
 pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let clock = Arc::new(SystemClock);
     match which {
         SimKind::PartnerCenter => {
@@ -73,7 +73,7 @@ pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
                 pcsim::DEFAULT_USERNAME,
                 pcsim::DEFAULT_PASSWORD
             ));
-            ctrl_c().await;
+            stop.await;
             sim.shutdown();
         }
         SimKind::Dynamics | SimKind::Salesforce => {
@@ -93,7 +93,7 @@ pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
                 "{which:?} simulator on {} (client id cosell-connector, secret sim-secret; control API under /_sim/)\nCtrl-C to stop.",
                 handle.base_url()
             ));
-            ctrl_c().await;
+            stop.await;
             handle.stop().await;
         }
     }
@@ -102,6 +102,7 @@ pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
 
 /// `cosell run`: the connector and its status page, until Ctrl-C.
 pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let loaded = config::load(path)?;
     let s = &loaded.settings;
     let webhook = TcpListener::bind(&s.webhook.listen)
@@ -147,7 +148,7 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
             s.crm.label(),
             running.webhook_addr,
         ));
-        ctrl_c().await;
+        stop.await;
         ops::say("stopping…");
         running.shutdown().await;
         page.abort();
