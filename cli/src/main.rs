@@ -20,7 +20,8 @@ fn main() -> std::process::ExitCode {
             if verbose {
                 eprintln!("error: {e:?}");
             } else {
-                eprintln!("error: {e}");
+                // The contexts and their causes on one line ("what failed: why"), no backtrace.
+                eprintln!("error: {e:#}");
                 eprintln!("(run again with -v for details)");
             }
             std::process::ExitCode::FAILURE

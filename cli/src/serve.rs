@@ -27,16 +27,25 @@ pub fn init_logs(verbose: bool) {
 pub fn shutdown_signal() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            return Box::pin(async move {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        // Each on its own: a shell's background job has SIGINT ignored, SIGTERM must still work.
+        async fn next(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
                 }
-            });
+                None => std::future::pending::<()>().await,
+            }
         }
+        let (int, term) = (signal(SignalKind::interrupt()).ok(), signal(SignalKind::terminate()).ok());
+        Box::pin(async move {
+            tokio::select! {
+                _ = next(int) => {}
+                _ = next(term) => {}
+            }
+        })
     }
+    #[cfg(not(unix))]
     Box::pin(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
