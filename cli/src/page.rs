@@ -273,6 +273,28 @@ where
         );
     }
     h.push_str("</table>");
+    let apis: Vec<Api> = Api::ALL
+        .into_iter()
+        .filter(|a| match a {
+            Api::PartnerCenter => true,
+            Api::Dataverse => p.crm == CrmKind::Dynamics,
+            Api::Salesforce => p.crm == CrmKind::Salesforce,
+        })
+        .collect();
+    h.push_str("<p class=\"muted\">Last 7 days:</p><table id=\"budget-days\"><tr><th>Day (UTC)</th>");
+    for api in &apis {
+        let _ = write!(h, "<th>{api}</th>");
+    }
+    h.push_str("</tr>");
+    for back in 0..7 {
+        let day = budget_day(now - chrono::Duration::days(back));
+        let _ = write!(h, "<tr><td>{day}</td>");
+        for api in &apis {
+            let _ = write!(h, "<td>{}</td>", p.state.spent(api.as_str(), &day).await?);
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
 
     h.push_str("<h2>Sync latency</h2>");
     h.push_str(&latency_svg(&samples));

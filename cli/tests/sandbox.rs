@@ -156,6 +156,7 @@ async fn demo_syncs_both_ways(crm: CrmChoice) {
         assert!(html.contains(deal.as_str()), "{deal} on the status page");
     }
     assert!(html.contains(FLAGGED_DEAL) && html.contains("has no country") && html.contains("<svg id=\"latency\""));
+    assert!(html.contains("id=\"budget\"") && html.contains("partner-center"), "the API budget is shown");
     let html = http.get(format!("{}?id={failed_id}", sb.status_url)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Audit trail") && html.contains("has no country"), "the selected record's trail");
     sb.stop().await;
