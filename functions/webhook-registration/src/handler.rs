@@ -46,7 +46,9 @@ impl<T: Registrar> Registrar for Arc<T> {
 /// What the handler uses.
 #[derive(Debug)]
 pub struct Deps<R> {
-    pub registrar: R,
+    /// The Partner Center client, or why it could not be built at init (an empty or malformed
+    /// secret): CloudFormation must get an answer either way, never wait for a timeout.
+    pub registrar: Result<R, String>,
     /// For the answer to CloudFormation.
     pub http: reqwest::Client,
     /// The receiver URL registered by a manual invocation that names none (`COSELL_WEBHOOK_URL`).
@@ -110,6 +112,8 @@ enum RegistrationError {
     NoUrl,
     #[error("the webhook URL {0:?} must be an https:// URL")]
     NotHttps(String),
+    #[error("the Partner Center client could not be configured: {0}")]
+    NotConfigured(String),
     #[error("Partner Center refused to register {url}: {source}")]
     PartnerCenter { url: String, source: PartnerCenterError },
     #[error("not a custom resource request or a manual call ({0})")]
@@ -130,7 +134,8 @@ fn check_url(url: Option<String>) -> Result<String, RegistrationError> {
 
 async fn register<R: Registrar>(deps: &Deps<R>, url: Option<String>) -> Result<WebhookRegistration, RegistrationError> {
     let url = check_url(url)?;
-    deps.registrar.register(&url).await.map_err(|source| RegistrationError::PartnerCenter { url, source })
+    let registrar = deps.registrar.as_ref().map_err(|e| RegistrationError::NotConfigured(e.clone()))?;
+    registrar.register(&url).await.map_err(|source| RegistrationError::PartnerCenter { url, source })
 }
 
 fn truncate(mut reason: String) -> String {
@@ -263,7 +268,7 @@ mod tests {
 
     fn deps(refuse: bool) -> Deps<FakeRegistrar> {
         Deps {
-            registrar: FakeRegistrar { refuse, ..FakeRegistrar::default() },
+            registrar: Ok(FakeRegistrar { refuse, ..FakeRegistrar::default() }),
             http: reqwest::Client::new(),
             default_webhook_url: Some("https://default.example/webhook".into()),
         }
@@ -291,7 +296,7 @@ mod tests {
         }
         assert_eq!(answers[1]["RequestId"], "b4d6f8a0-2c3e-4f70-9b1c-3d5e7f9a1b2c");
         assert_eq!(
-            *deps.registrar.registered.lock().unwrap(),
+            *deps.registrar.as_ref().unwrap().registered.lock().unwrap(),
             ["https://abc123def4.execute-api.us-east-1.amazonaws.com/webhook"; 2]
         );
     }
@@ -304,6 +309,19 @@ mod tests {
         assert_eq!(answer["Status"], "FAILED");
         let reason = answer["Reason"].as_str().unwrap();
         assert!(reason.contains("Referrals admin") && reason.contains("execute-api"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_secret_is_reported_to_cloudformation_instead_of_timing_out() {
+        let (url, seen) = response_url().await;
+        let deps = Deps::<FakeRegistrar> {
+            registrar: Err("secret cosell/staging/partner-center: the secret has no string value".into()),
+            ..deps(false)
+        };
+        handler(&deps, event(include_str!("fixtures/cfn-create.json"), &url)).await.unwrap();
+        let answer = seen.lock().unwrap()[0].clone();
+        assert_eq!(answer["Status"], "FAILED");
+        assert!(answer["Reason"].as_str().unwrap().contains("has no string value"), "{answer}");
     }
 
     #[tokio::test]
@@ -325,6 +343,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
-        assert_eq!(deps.registrar.registered.lock().unwrap().len(), 2);
+        assert_eq!(deps.registrar.as_ref().unwrap().registered.lock().unwrap().len(), 2);
     }
 }

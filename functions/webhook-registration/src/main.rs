@@ -10,9 +10,14 @@ async fn main() -> Result<(), Error> {
     let platform = PlatformConfig::from_env(&env)?;
     init_telemetry(platform.log_format);
     let sdk = cosell_aws::sdk_config().await;
-    let (_aws, pc) = cosell_lambda::connect::partner_center(&env, &sdk).await?;
+    // An unusable secret is reported to CloudFormation by the handler rather than failing init,
+    // which would leave the stack waiting for an answer for an hour.
+    let registrar = cosell_lambda::connect::partner_center(&env, &sdk).await.map(|(_, pc)| pc).map_err(|e| {
+        tracing::error!(error = %e, "Partner Center client not configured");
+        e.to_string()
+    });
     let deps = Deps {
-        registrar: pc,
+        registrar,
         http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?,
         default_webhook_url: env.optional("COSELL_WEBHOOK_URL").map(str::to_owned),
     };
