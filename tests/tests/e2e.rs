@@ -1,0 +1,305 @@
+//! End to end, on the local stack (`./infra/test.sh`): the functions' handlers, wired by their own
+//! init code to DynamoDB, SQS and Secrets Manager on the emulator, and to the Partner Center,
+//! Dynamics 365 and Salesforce simulators over HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use cosell_core::crm::{
+    AccountFields, CloseOutcome, ContactFields, CosellFields, CrmKind, CrmPort, OpportunityFields, Visibility,
+};
+use cosell_core::ids::ReferralId;
+use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, OutgoingMessage};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::Rig;
+
+async fn new_referral_becomes_an_opportunity(kind: CrmKind) {
+    let rig = Rig::start(kind).await;
+    rig.register_webhook().await;
+    let id = rig.inbound_referral("Contoso cloud migration").await;
+    rig.deliveries_settled().await;
+    let drained = rig.run_pc_to_crm().await;
+    assert!(drained.handled >= 1 && drained.failed.is_empty(), "{drained:?}");
+
+    let opportunity = rig.opportunity_for(&id).await.expect("an opportunity for the referral");
+    assert_eq!(opportunity.fields.cosell.sync, Some(true));
+    assert_eq!(rig.opportunities_with_referral(&id).await, 1);
+    // The CRM id is written back to the referral (R3).
+    let referral = rig.pc_sim.referral(id.as_str()).expect("referral");
+    assert_eq!(referral["externalReferenceId"], opportunity.id.as_str(), "{referral:#}");
+}
+
+#[test]
+fn a_new_partner_center_referral_becomes_a_dynamics_opportunity() {
+    support::run(async move {
+        new_referral_becomes_an_opportunity(CrmKind::Dynamics).await;
+    });
+}
+
+#[test]
+fn a_new_partner_center_referral_becomes_a_salesforce_opportunity() {
+    support::run(async move {
+        new_referral_becomes_an_opportunity(CrmKind::Salesforce).await;
+    });
+}
+
+#[test]
+fn a_microsoft_seller_update_reaches_the_crm() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        rig.register_webhook().await;
+        let id = rig.inbound_referral("Seller update").await;
+        rig.deliveries_settled().await;
+        rig.run_pc_to_crm().await;
+        assert!(rig.opportunity_for(&id).await.is_some());
+
+        rig.pc_control(
+            Method::POST,
+            &format!("referrals/{id}/update"),
+            json!({ "dealValue": 98765, "notes": "bigger" }),
+        )
+        .await;
+        rig.deliveries_settled().await;
+        let drained = rig.run_pc_to_crm().await;
+        assert!(drained.handled >= 1 && drained.failed.is_empty(), "{drained:?}");
+        let opportunity = rig.opportunity_for(&id).await.expect("opportunity");
+        assert_eq!(opportunity.fields.deal_value, Some(98765.0));
+        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
+    });
+}
+
+/// A deal a partner seller flags for co-sell in the CRM, with everything Partner Center requires.
+async fn flagged_opportunity(rig: &Rig) -> String {
+    let account = rig
+        .crm
+        .create_account(&AccountFields {
+            name: "Fabrikam GmbH".into(),
+            postal_code: Some("10115".into()),
+            country: Some("DE".into()),
+        })
+        .await
+        .expect("account");
+    let contact = rig
+        .crm
+        .create_contact(
+            &account.id,
+            &ContactFields {
+                first_name: Some("Max".into()),
+                last_name: "Muster".into(),
+                email: Some("max@fabrikam.example".into()),
+                phone: None,
+            },
+        )
+        .await
+        .expect("contact");
+    let created = rig
+        .crm
+        .create_opportunity(&OpportunityFields {
+            name: Some("Fabrikam data platform".into()),
+            deal_value: Some(120_000.0),
+            currency: Some("USD".into()),
+            close_date: NaiveDate::from_ymd_opt(2027, 3, 31),
+            description: Some("Fabric + Synapse".into()),
+            account_id: Some(account.id.clone()),
+            contact_id: Some(contact.id.clone()),
+            cosell: CosellFields { sync: Some(true), visibility: Some(Visibility::Private), ..Default::default() },
+        })
+        .await
+        .expect("opportunity");
+    let id = created.record.id;
+    rig.crm.add_solution(&id, "SOL-DATA-PLATFORM", Some("Data platform")).await.expect("solution");
+    id
+}
+
+async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
+    let o = rig.crm.get_opportunity(opportunity).await.expect("opportunity");
+    let id = o.fields.cosell.referral_id.expect("the referral id is written back to the opportunity");
+    rig.pc_sim.referral(id.as_str()).expect("the referral exists in Partner Center")
+}
+
+#[test]
+fn a_crm_opportunity_flagged_for_sync_becomes_a_referral_and_its_close_won_follows() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        let opportunity = flagged_opportunity(&rig).await;
+
+        let tick = rig.run_poller().await;
+        assert!(tick["crm_enqueued"].as_u64() >= Some(1), "{tick}");
+        let drained = rig.run_crm_to_pc().await;
+        assert!(drained.handled >= 1 && drained.failed.is_empty(), "{drained:?}");
+        let referral = referral_of(&rig, &opportunity).await;
+        assert_eq!(referral["name"].as_str().map(|n| n.contains("Fabrikam data platform")), Some(true), "{referral:#}");
+        assert_eq!(referral["customerProfile"]["address"]["country"], "DE");
+
+        rig.crm.close_opportunity(&opportunity, &CloseOutcome::Won).await.expect("close won");
+        rig.run_poller().await;
+        let drained = rig.run_crm_to_pc().await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        let referral = referral_of(&rig, &opportunity).await;
+        assert_eq!(
+            (referral["status"].as_str(), referral["substatus"].as_str()),
+            (Some("Closed"), Some("Won")),
+            "{referral:#}"
+        );
+    });
+}
+
+#[test]
+fn a_webhook_lost_by_partner_center_is_healed_by_the_reconciliation_sweep() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Salesforce).await;
+        rig.register_webhook().await;
+        rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 10 })).await;
+        let id = rig.inbound_referral("Never delivered").await;
+        rig.deliveries_settled().await;
+        assert!(rig.pc_sim.deliveries().iter().all(|d| d.dropped));
+        assert_eq!(rig.run_pc_to_crm().await.handled, 0, "nothing arrived by webhook");
+
+        let tick = rig.run_poller().await;
+        // The partner's referral, and Microsoft's side of the engagement (synced through the partner's).
+        assert!(tick["sweep"]["enqueued"].as_u64() >= Some(1), "{tick}");
+        let drained = rig.run_pc_to_crm().await;
+        assert!(drained.handled >= 1 && drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
+    });
+}
+
+fn delivery_body(event: &str, id: &ReferralId, changed: &str) -> String {
+    json!({
+        "EventName": event,
+        "ResourceUri": format!("https://api.partnercenter.microsoft.com/engagements/v1/referrals/{id}"),
+        "ResourceName": "referral",
+        "AuditUri": null,
+        "ResourceChangeUtcDate": changed,
+    })
+    .to_string()
+}
+
+/// Posts a delivery to the receiver as Partner Center would, signed with `signature`.
+async fn post_delivery(rig: &Rig, body: &str, signature: Option<String>) -> u16 {
+    let mut request = rig
+        .http
+        .post(&rig.webhook_url)
+        .header("content-type", "application/json")
+        .header("x-ms-certificate-url", rig.pc_sim.cert_url())
+        .header("x-ms-signature-algorithm", "rsa-sha256")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("authorization", format!("Signature {signature}"));
+    }
+    request.send().await.expect("receiver reachable").status().as_u16()
+}
+
+#[test]
+fn duplicate_and_reordered_deliveries_make_one_crm_record() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        // The simulator's own deliveries are dropped; this test delivers by hand, out of order.
+        rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 10 })).await;
+        rig.register_webhook().await;
+        let id = rig.inbound_referral("Delivered twice, out of order").await;
+
+        let updated = delivery_body("referral-updated", &id, "2026-05-01T09:20:00.0000000+00:00");
+        let created = delivery_body("referral-created", &id, "2026-05-01T09:18:00.0000000+00:00");
+        assert_eq!(post_delivery(&rig, &updated, Some(rig.pc_sim.sign(updated.as_bytes()))).await, 200);
+        assert_eq!(post_delivery(&rig, &created, Some(rig.pc_sim.sign(created.as_bytes()))).await, 200);
+        assert_eq!(post_delivery(&rig, &created, Some(rig.pc_sim.sign(created.as_bytes()))).await, 409, "a replay");
+        // The same change queued again (a sweep racing the webhook) is dropped by the queue's dedup id.
+        rig.pc_events
+            .send(
+                &cosell_app::WorkItem::referral(id.clone(), "referral-created", "2026-05-01T09:18:00Z".parse().ok())
+                    .to_message(),
+            )
+            .await
+            .unwrap();
+
+        let drained = rig.run_pc_to_crm().await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
+    });
+}
+
+#[test]
+fn a_forged_delivery_is_rejected_and_nothing_is_enqueued() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        let id = ReferralId::parse("3f1c2d4e-0000-4000-8000-000000000001").unwrap();
+        let genuine = delivery_body("referral-created", &id, "2026-05-01T09:18:00.0000000+00:00");
+        let forged = genuine.replace("referral-created", "referral-updated");
+        // A signature over another body, and no signature at all.
+        assert_eq!(post_delivery(&rig, &forged, Some(rig.pc_sim.sign(genuine.as_bytes()))).await, 401);
+        assert_eq!(post_delivery(&rig, &forged, None).await, 401);
+        let queued = rig.pc_events.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+        assert!(queued.is_empty(), "{queued:?}");
+    });
+}
+
+#[test]
+fn crm_throttling_is_retried_after_the_servers_delay_and_nothing_is_lost() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        rig.register_webhook().await;
+        let id = rig.inbound_referral("Throttled on the way in").await;
+        rig.deliveries_settled().await;
+        rig.crm_control(Method::POST, "faults", json!({ "kind": "throttle", "retry_after": 1, "count": 1 })).await;
+
+        let first = rig.run_pc_to_crm().await;
+        assert_eq!(first.failed.len(), 1, "the throttled message is kept: {first:?}");
+        assert!(rig.opportunity_for(&id).await.is_none());
+
+        // Hidden for the server's 1 s Retry-After, not the queue's 30 s visibility timeout.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let second = rig.run_pc_to_crm().await;
+        assert!(second.handled >= 1 && second.failed.is_empty(), "{second:?}");
+        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
+        assert!(rig.pc_events.dead_letters(10).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn poison_and_repeatedly_failing_messages_go_to_the_dead_letter_queue_and_are_redriven() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Salesforce).await;
+        rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 10 })).await;
+        rig.register_webhook().await;
+        let id = rig.inbound_referral("Stuck behind an outage").await;
+        rig.pc_events.send(&OutgoingMessage::new("poison", "poison-1", "{not a work item")).await.unwrap();
+        rig.pc_events
+            .send(&cosell_app::WorkItem::referral(id.clone(), "referral-created", None).to_message())
+            .await
+            .unwrap();
+        // The CRM is down for longer than the queue's receive limit.
+        rig.crm_control(Method::POST, "faults", json!({ "kind": "unavailable", "count": 1000 })).await;
+
+        // Lambda's trigger, receive after receive, with no visibility wait.
+        for _ in 0..=support::MAX_RECEIVES {
+            let batch = rig.pc_events.receive(10, Duration::ZERO, Duration::from_secs(1)).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            let response = pc_to_crm::handler(
+                &rig.pc_to_crm,
+                lambda_runtime::LambdaEvent::new(
+                    support::sqs_event(&batch, "arn:aws:sqs:us-east-1:0:e2e.fifo"),
+                    Default::default(),
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response.batch_item_failures.len(), batch.len(), "nothing succeeds while the CRM is down");
+        }
+        let dead = rig.pc_events.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+
+        // The outage ends; the operator redrives (what `cosell dlq redrive` does).
+        rig.crm_control(Method::DELETE, "faults", Value::Null).await;
+        assert_eq!(rig.opportunities_with_referral(&id).await, 0, "nothing was written during the outage");
+        assert_eq!(rig.pc_events.redrive(None).await.unwrap(), 2);
+        let drained = rig.run_pc_to_crm().await;
+        assert_eq!(drained.failed.len(), 1, "the poison message fails again: {drained:?}");
+        assert_eq!(rig.opportunities_with_referral(&id).await, 1, "the referral is synced after the redrive");
+    });
+}
