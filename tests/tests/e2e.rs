@@ -303,3 +303,68 @@ fn poison_and_repeatedly_failing_messages_go_to_the_dead_letter_queue_and_are_re
         assert_eq!(rig.opportunities_with_referral(&id).await, 1, "the referral is synced after the redrive");
     });
 }
+
+/// A stand-in for CloudFormation's pre-signed ResponseURL: records what the custom resource answers.
+async fn cloudformation_response_url() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        "/response",
+        axum::routing::put(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/response", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+fn custom_resource_create(response_url: &str, webhook_url: &str) -> lambda_runtime::LambdaEvent<Value> {
+    let json = include_str!("../../functions/webhook-registration/src/fixtures/cfn-create.json")
+        .replace("{{RESPONSE_URL}}", response_url)
+        .replace("{{WEBHOOK_URL}}", webhook_url);
+    lambda_runtime::LambdaEvent::new(serde_json::from_str(&json).unwrap(), Default::default())
+}
+
+#[test]
+fn the_custom_resource_registers_the_receiver_and_reports_a_missing_role_to_cloudformation() {
+    support::run(async move {
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        let (response_url, answers) = cloudformation_response_url().await;
+        webhook_registration::handler(&rig.registration, custom_resource_create(&response_url, &rig.webhook_url))
+            .await
+            .unwrap();
+        assert_eq!(answers.lock().unwrap()[0]["Status"], "SUCCESS", "{:?}", answers.lock().unwrap());
+        // Partner Center now delivers to the receiver: its test event is answered 200 and not queued.
+        let pc = rig.registration.registrar.as_ref().unwrap();
+        let correlation = pc.send_validation_event().await.unwrap();
+        rig.deliveries_settled().await;
+        let deliveries = rig.pc_sim.deliveries();
+        let test = deliveries.iter().find(|d| d.event_name == "test-created").expect("a test delivery");
+        assert!(test.delivered && test.url == rig.webhook_url, "{test:?}");
+        assert_eq!(pc.validation_event(&correlation).await.unwrap().status.as_deref(), Some("completed"));
+        assert!(rig.pc_events.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().is_empty());
+
+        // The signed-in user loses the Referrals admin role: CloudFormation is told which role is missing.
+        rig.pc_sim.upsert_user(cosell_simulators::partner_center::SimUser::new(
+            cosell_simulators::partner_center::DEFAULT_USERNAME,
+            cosell_simulators::partner_center::DEFAULT_PASSWORD,
+            &[],
+        ));
+        rig.pc_control(Method::POST, "auth/expire-access-tokens", Value::Null).await;
+        webhook_registration::handler(
+            &rig.registration,
+            custom_resource_create(&response_url, "https://abc123def4.execute-api.us-east-1.amazonaws.com/webhook"),
+        )
+        .await
+        .unwrap();
+        let answer = answers.lock().unwrap()[1].clone();
+        assert_eq!(answer["Status"], "FAILED", "{answer}");
+        assert!(answer["Reason"].as_str().unwrap().contains("Referrals admin"), "{answer}");
+    });
+}
