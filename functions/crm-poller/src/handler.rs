@@ -78,7 +78,7 @@ where
         clock: &deps.clock,
         settings: &deps.settings,
     };
-    match tokio::time::timeout(budget, poller.poll_once()).await {
+    match tokio::time::timeout(budget, Box::pin(poller.poll_once())).await {
         Ok(Ok(outcome)) => {
             let summary = summary(&outcome);
             tracing::info!(%summary, "tick done");
