@@ -105,7 +105,13 @@ async fn flagged_opportunity(rig: &Rig) -> String {
             description: Some("Fabric + Synapse".into()),
             account_id: Some(account.id.clone()),
             contact_id: Some(contact.id.clone()),
-            cosell: CosellFields { sync: Some(true), visibility: Some(Visibility::Private), ..Default::default() },
+            // "How can Microsoft help?" is set: a co-sell referral (R5).
+            cosell: CosellFields {
+                sync: Some(true),
+                help: Some(vec!["CustomerTechnicalArchitecture".into()]),
+                visibility: Some(Visibility::Private),
+                ..Default::default()
+            },
         })
         .await
         .expect("opportunity");
@@ -121,7 +127,7 @@ async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
 }
 
 #[test]
-fn a_crm_opportunity_flagged_for_sync_becomes_a_referral_and_its_close_won_follows() {
+fn a_crm_opportunity_flagged_for_sync_becomes_a_co_sell_referral_and_its_close_won_follows() {
     support::run(async move {
         let rig = Rig::start(CrmKind::Dynamics).await;
         let opportunity = flagged_opportunity(&rig).await;
@@ -133,6 +139,17 @@ fn a_crm_opportunity_flagged_for_sync_becomes_a_referral_and_its_close_won_follo
         let referral = referral_of(&rig, &opportunity).await;
         assert_eq!(referral["name"].as_str().map(|n| n.contains("Fabrikam data platform")), Some(true), "{referral:#}");
         assert_eq!(referral["customerProfile"]["address"]["country"], "DE");
+        // Co-sell: a Shared referral, and Microsoft's side of the same engagement.
+        assert_eq!(referral["type"], "Shared", "{referral:#}");
+        let all = rig.pc_control(Method::GET, "referrals", Value::Null).await;
+        let microsoft = all
+            .as_array()
+            .or_else(|| all["value"].as_array())
+            .expect("referrals")
+            .iter()
+            .filter(|r| r["engagementId"] == referral["engagementId"] && r["id"] != referral["id"])
+            .count();
+        assert_eq!(microsoft, 1, "{all:#}");
 
         rig.crm.close_opportunity(&opportunity, &CloseOutcome::Won).await.expect("close won");
         rig.run_poller().await;
