@@ -385,3 +385,34 @@ fn the_custom_resource_registers_the_receiver_and_reports_a_missing_role_to_clou
         assert!(answer["Reason"].as_str().unwrap().contains("Referrals admin"), "{answer}");
     });
 }
+
+#[test]
+fn a_signed_delivery_through_api_gateway_is_queued_on_sqs_once() {
+    support::run(async move {
+        use tower::ServiceExt;
+        let rig = Rig::start(CrmKind::Dynamics).await;
+        let id = ReferralId::parse("9b2f6c1d-0000-4000-8000-00000000a1b2").unwrap();
+        let body = delivery_body("referral-created", &id, "2026-05-01T09:18:01.6076542+00:00");
+        // The API Gateway v2 event the Lambda service hands webhook-receiver, with a genuine signature.
+        let mut event: Value = serde_json::from_str(include_str!(
+            "../../functions/webhook-receiver/src/fixtures/apigw-v2-unsigned-delivery.json"
+        ))
+        .unwrap();
+        event["body"] = Value::String(body.clone());
+        event["headers"]["content-length"] = Value::String(body.len().to_string());
+        event["headers"]["x-ms-certificate-url"] = Value::String(rig.pc_sim.cert_url());
+        event["headers"]["authorization"] = Value::String(format!("Signature {}", rig.pc_sim.sign(body.as_bytes())));
+        let status = |response: axum::response::Response| response.status().as_u16();
+        let request = || lambda_http::request::from_str(&event.to_string()).expect("API Gateway v2 event");
+        assert_eq!(status(rig.receiver.clone().oneshot(request()).await.unwrap()), 200);
+        assert_eq!(status(rig.receiver.clone().oneshot(request()).await.unwrap()), 409, "a replay");
+
+        let queued = rig.pc_events.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(queued[0].group_id, format!("REF#{id}"));
+        assert_eq!(
+            cosell_app::WorkItem::parse(&queued[0].body).unwrap(),
+            cosell_app::WorkItem::referral(id, "referral-created", "2026-05-01T09:18:01.6076542Z".parse().ok())
+        );
+    });
+}

@@ -40,6 +40,8 @@ pub struct Rig {
     pub registration: webhook_registration::Deps<PartnerCenter>,
     /// `http://127.0.0.1:<port>/webhook`: the receiver function's router, served over HTTP.
     pub webhook_url: String,
+    /// The same router, for requests built from API Gateway events.
+    pub receiver: axum::Router,
     pub http: reqwest::Client,
 }
 
@@ -167,7 +169,8 @@ impl Rig {
         let app = webhook_receiver::app(Arc::new(verifier), aws.pc_events.clone(), aws.state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let webhook_url = format!("http://{}/webhook", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let served = app.clone();
+        tokio::spawn(async move { axum::serve(listener, served).await });
 
         Rig {
             kind,
@@ -193,6 +196,7 @@ impl Rig {
             pc_sim,
             crm_sim,
             webhook_url,
+            receiver: app,
             http: reqwest::Client::new(),
         }
     }
