@@ -1,0 +1,371 @@
+//! The end-to-end rig: the five functions' handlers, built by the same init code as in Lambda
+//! (`cosell_lambda::connect`: secrets read from Secrets Manager), over DynamoDB, SQS and Secrets
+//! Manager on the local emulator, and over HTTP to the three simulators. Lambda's SQS trigger is
+//! played by [`Rig::drain`]: receive a batch, hand the handler an SQS event, delete what it did not
+//! report as failed — what the Lambda service does with a partial batch response.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use cosell_aws::{DynamoState, SqsQueue, create_fifo_queue, create_table};
+use cosell_core::SystemClock;
+use cosell_core::crm::{CrmKind, CrmPort, OpportunityRecord};
+use cosell_core::ids::ReferralId;
+use cosell_core::ports::queue::MessageQueue;
+use cosell_lambda::clients::{Crm, PartnerCenter};
+use cosell_partner_center::{VerifierConfig, WebhookVerifier};
+use cosell_simulators::crm_common::ServerHandle;
+use cosell_simulators::partner_center::{
+    self as pcsim, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME, SimHandle,
+};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+
+pub type WorkerDeps = pc_to_crm::Deps<PartnerCenter, Crm, DynamoState, SystemClock, SqsQueue>;
+pub type MirrorDeps = crm_to_pc::Deps<PartnerCenter, Crm, DynamoState, SystemClock, SqsQueue>;
+pub type PollerDeps = crm_poller::Deps<Crm, PartnerCenter, DynamoState, SqsQueue, SqsQueue, SystemClock>;
+
+pub struct Rig {
+    pub kind: CrmKind,
+    pub pc_sim: SimHandle,
+    pub crm_sim: ServerHandle,
+    pub pc_events: SqsQueue,
+    pub crm_changes: SqsQueue,
+    pub crm: Crm,
+    pub pc_to_crm: WorkerDeps,
+    pub crm_to_pc: MirrorDeps,
+    pub poller: PollerDeps,
+    pub registration: webhook_registration::Deps<PartnerCenter>,
+    /// `http://127.0.0.1:<port>/webhook`: the receiver function's router, served over HTTP.
+    pub webhook_url: String,
+    /// The same router, for requests built from API Gateway events.
+    pub receiver: axum::Router,
+    pub http: reqwest::Client,
+}
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL is not set: the end-to-end tests need the local AWS emulator; run them with ./infra/test.sh",
+    )
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    endpoint();
+    cosell_aws::sdk_config().await
+}
+
+/// How many receives before SQS dead-letters a message, in the rigs' queues.
+pub const MAX_RECEIVES: u32 = 3;
+
+impl Rig {
+    pub async fn start(kind: CrmKind) -> Rig {
+        // Logs of the functions under test, shown for failing tests (RUST_LOG to change the filter).
+        cosell_runtime::init_telemetry(cosell_runtime::LogFormat::Pretty);
+        let sdk = sdk().await;
+        // Simulators on loopback, on real time (the poller's and the sweep's clock is the system's).
+        let pc_sim = pcsim::Simulator::start(pcsim::Config {
+            clock: Arc::new(SystemClock),
+            delivery_backoff: Duration::from_millis(20),
+            delivery_backoff_max: Duration::from_millis(100),
+            ..pcsim::Config::default()
+        })
+        .await
+        .expect("Partner Center simulator");
+        let crm_sim = match kind {
+            CrmKind::Dynamics => {
+                cosell_simulators::dynamics::Simulator::start(cosell_simulators::dynamics::Config::new(Arc::new(
+                    SystemClock,
+                )))
+                .await
+            }
+            CrmKind::Salesforce => {
+                cosell_simulators::salesforce::Simulator::start(cosell_simulators::salesforce::Config::new(Arc::new(
+                    SystemClock,
+                )))
+                .await
+            }
+        }
+        .expect("CRM simulator");
+
+        // Fresh AWS resources, as the stack would create them.
+        let table = cosell_testkit::unique_name("e2e");
+        create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.expect("table");
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let visibility = Duration::from_secs(30);
+        let (pc_url, pc_dlq) =
+            create_fifo_queue(&sqs, &cosell_testkit::unique_name("pc-events"), MAX_RECEIVES, visibility)
+                .await
+                .expect("pc-events queue");
+        let (crm_url, crm_dlq) =
+            create_fifo_queue(&sqs, &cosell_testkit::unique_name("crm-changes"), MAX_RECEIVES, visibility)
+                .await
+                .expect("crm-changes queue");
+
+        // The two secrets, as an operator stores them.
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        let pc_secret = json!({
+            "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
+            "token_url": pc_sim.token_url("common"),
+            "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
+            "referrals_base_url": pc_sim.base_url(), "webhooks_base_url": pc_sim.base_url(),
+        });
+        let crm_base = crm_sim.base_url();
+        let crm_secret = match kind {
+            CrmKind::Dynamics => json!({
+                "crm": "dynamics", "org_url": crm_base, "token_url": format!("{crm_base}/sim-tenant/oauth2/v2.0/token"),
+                "client_id": "cosell-connector", "client_secret": "sim-secret",
+            }),
+            CrmKind::Salesforce => json!({
+                "crm": "salesforce", "login_url": crm_base, "client_id": "cosell-connector", "client_secret": "sim-secret",
+            }),
+        };
+        let mut arns = Vec::new();
+        for (name, value) in [("pc", pc_secret), ("crm", crm_secret)] {
+            let out = secrets
+                .create_secret()
+                .name(cosell_testkit::unique_name(&format!("cosell/e2e/{name}")))
+                .secret_string(value.to_string())
+                .send()
+                .await
+                .expect("secret");
+            arns.push(out.arn.expect("secret ARN"));
+        }
+
+        // The functions' environment, as template.yaml sets it.
+        let crm_name = match kind {
+            CrmKind::Dynamics => "dynamics",
+            CrmKind::Salesforce => "salesforce",
+        };
+        let vars: Vec<(String, String)> = [
+            ("COSELL_STORE", "aws"),
+            ("COSELL_TABLE_NAME", table.as_str()),
+            ("COSELL_PC_EVENTS_QUEUE_URL", pc_url.as_str()),
+            ("COSELL_PC_EVENTS_DLQ_URL", pc_dlq.as_str()),
+            ("COSELL_CRM_CHANGES_QUEUE_URL", crm_url.as_str()),
+            ("COSELL_CRM_CHANGES_DLQ_URL", crm_dlq.as_str()),
+            ("COSELL_PC_SECRET_ARN", arns[0].as_str()),
+            ("COSELL_CRM_SECRET_ARN", arns[1].as_str()),
+            ("COSELL_SYNC__FIELDS__CRM", crm_name),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let connected = cosell_lambda::connect(&vars, &sdk).await.expect("functions initialise");
+        let aws = connected.aws.clone();
+
+        // webhook-receiver, served over HTTP; its verifier trusts the simulator's test CA.
+        let tls = url::Url::parse(pc_sim.tls_base_url()).expect("url");
+        let verifier = WebhookVerifier::new(VerifierConfig {
+            allowed_cert_hosts: vec![tls.host_str().expect("host").to_owned()],
+            allowed_cert_ports: vec![tls.port().expect("port")],
+            extra_tls_roots: vec![pc_sim.ca_certificate_der()],
+            trust_anchors: vec![pc_sim.ca_certificate_der()],
+            ..webhook_receiver::verifier_config()
+        })
+        .expect("verifier");
+        let app = webhook_receiver::app(Arc::new(verifier), aws.pc_events.clone(), aws.state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let webhook_url = format!("http://{}/webhook", listener.local_addr().expect("addr"));
+        let served = app.clone();
+        tokio::spawn(async move { axum::serve(listener, served).await });
+
+        Rig {
+            kind,
+            pc_to_crm: pc_to_crm::Deps { syncer: connected.syncer(), queue: aws.pc_events.clone() },
+            crm_to_pc: crm_to_pc::Deps { syncer: connected.syncer(), queue: aws.crm_changes.clone() },
+            poller: crm_poller::Deps {
+                crm: connected.crm.clone(),
+                pc: connected.pc.clone(),
+                state: aws.state.clone(),
+                pc_queue: aws.pc_events.clone(),
+                crm_queue: aws.crm_changes.clone(),
+                clock: SystemClock,
+                settings: cosell_app::poller::PollerSettings { sweep_every: 1, ..Default::default() },
+            },
+            registration: webhook_registration::Deps {
+                registrar: Ok(connected.pc.clone()),
+                http: reqwest::Client::new(),
+                default_webhook_url: Some(webhook_url.clone()),
+            },
+            crm: connected.crm.clone(),
+            pc_events: aws.pc_events,
+            crm_changes: aws.crm_changes,
+            pc_sim,
+            crm_sim,
+            webhook_url,
+            receiver: app,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Registers the receiver through the webhook-registration function (manual invocation).
+    pub async fn register_webhook(&self) {
+        let out = webhook_registration::handler(&self.registration, LambdaEvent::new(json!({}), Context::default()))
+            .await
+            .expect("registration succeeds");
+        assert_eq!(out["WebhookUrl"], self.webhook_url.as_str(), "{out}");
+    }
+
+    /// Waits until the simulator has finished every webhook delivery it started.
+    pub async fn deliveries_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.pc_sim.deliveries().iter().all(|d| d.finished) {
+            assert!(Instant::now() < deadline, "deliveries did not finish: {:#?}", self.pc_sim.deliveries());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A Microsoft seller refers a deal (the simulator delivers the webhook). Returns the referral id.
+    pub async fn inbound_referral(&self, name: &str) -> ReferralId {
+        let (referral, _) = self.pc_sim.create_inbound(json!({ "name": name })).expect("inbound referral");
+        ReferralId::parse(referral["id"].as_str().expect("id")).expect("referral id")
+    }
+
+    /// `POST /_sim/<path>` on the Partner Center simulator (acting as Microsoft).
+    pub async fn pc_control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        control(&self.http, method, &format!("{}/_sim/{path}", self.pc_sim.base_url()), body).await
+    }
+
+    /// `/_sim/<path>` on the CRM simulator (faults, records).
+    pub async fn crm_control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        control(&self.http, method, &format!("{}/_sim/{path}", self.crm_sim.base_url()), body).await
+    }
+
+    /// Plays Lambda's SQS trigger for pc-to-crm until the queue is empty; returns the messages handled.
+    pub async fn run_pc_to_crm(&self) -> Drained {
+        drain(&self.pc_events, |event| pc_to_crm::handler(&self.pc_to_crm, event)).await
+    }
+
+    /// The same for crm-to-pc.
+    pub async fn run_crm_to_pc(&self) -> Drained {
+        drain(&self.crm_changes, |event| crm_to_pc::handler(&self.crm_to_pc, event)).await
+    }
+
+    /// One scheduled tick of crm-poller, with a minute before its deadline.
+    pub async fn run_poller(&self) -> Value {
+        let mut context = Context::default();
+        context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as u64;
+        let event: Value =
+            serde_json::from_str(include_str!("../../../functions/crm-poller/src/fixtures/scheduler-event.json"))
+                .expect("fixture");
+        crm_poller::handler(&self.poller, LambdaEvent::new(event, context)).await.expect("tick succeeds")
+    }
+
+    /// The CRM opportunity linked to `referral`, read through the connector's own adapter.
+    pub async fn opportunity_for(&self, referral: &ReferralId) -> Option<OpportunityRecord> {
+        self.crm.find_opportunity_by_referral(referral).await.expect("CRM read")
+    }
+
+    /// How many opportunities in the CRM carry `referral` (duplicates would show here).
+    pub async fn opportunities_with_referral(&self, referral: &ReferralId) -> usize {
+        let (set, column, list) = match self.kind {
+            CrmKind::Dynamics => ("opportunities", "cosell_referralid", "value"),
+            CrmKind::Salesforce => ("Opportunity", "Referral_Identifier__c", "records"),
+        };
+        let all = self.crm_control(reqwest::Method::GET, &format!("records/{set}"), Value::Null).await;
+        all[list].as_array().expect("records").iter().filter(|r| r[column] == referral.as_str()).count()
+    }
+}
+
+async fn control(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Value) -> Value {
+    let mut request = http.request(method, url);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("simulator reachable");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(status.is_success(), "{url}: {status} {text}");
+    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON") }
+}
+
+/// What a drain handled.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub handled: usize,
+    /// Message ids the handler reported as failed (left on the queue).
+    pub failed: Vec<String>,
+}
+
+/// The SQS event Lambda would build for these messages.
+pub fn sqs_event(messages: &[cosell_core::ports::queue::ReceivedMessage], queue_arn: &str) -> SqsEvent {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt.0, "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": m.receive_count.to_string(),
+                    "MessageGroupId": m.group_id,
+                    "SentTimestamp": m.sent_at.timestamp_millis().to_string(),
+                },
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn, "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("SQS event")
+}
+
+/// Receives batches and hands them to `handler` until the queue has nothing visible.
+pub async fn drain<F, Fut>(queue: &SqsQueue, mut handler: F) -> Drained
+where
+    F: FnMut(LambdaEvent<SqsEvent>) -> Fut,
+    Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
+{
+    let mut drained = Drained::default();
+    loop {
+        let batch = queue.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+        if batch.is_empty() {
+            return drained;
+        }
+        let response = handler(LambdaEvent::new(
+            sqs_event(&batch, "arn:aws:sqs:us-east-1:000000000000:e2e.fifo"),
+            Context::default(),
+        ))
+        .await
+        .expect("handler answers");
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        for m in &batch {
+            if !failed.contains(&m.message_id) {
+                queue.delete(&m.receipt).await.expect("delete");
+            }
+        }
+        drained.handled += batch.len();
+        drained.failed.extend(failed.iter().cloned());
+        if !failed.is_empty() {
+            // Failed messages stay hidden until their visibility ends; the caller decides when to come back.
+            return drained;
+        }
+    }
+}
+
+/// Runs a test on a thread and runtime with room for the sync engine's deep futures (debug builds
+/// keep every await point's state inline; Lambda's release build needs far less).
+pub fn run<F>(test: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    const STACK: usize = 32 * 1024 * 1024;
+    let outcome = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(STACK)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(test)
+        })
+        .expect("test thread")
+        .join();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
