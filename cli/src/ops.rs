@@ -322,8 +322,17 @@ pub async fn reconcile(since: Option<&str>, dry_run: bool, path: Option<&Path>, 
     };
     let loaded = config::load(path)?;
     let backend = stack::backend(&loaded).await?;
-    with_backend!(backend, |state, pc_queue, _crmq| {
+    with_backend!(backend, |state, pc_queue, crm_queue| {
         let pc = stack::partner_center(&loaded, stack::budget(state.clone()))?;
+        // Deals that failed validation are checked again: their fix may be on a related record.
+        let retried = cosell_app::poller::retry_unshared_failures(
+            &state,
+            &crm_queue,
+            &Utc::now().timestamp().to_string(),
+            dry_run,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciliation failed: {e}"))?;
         let bar = if as_json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
         bar.set_message("reading referrals from Partner Center");
         let outcome = cosell_app::poller::sweep(&pc, &state, &pc_queue, since, dry_run, |n| {
@@ -335,7 +344,7 @@ pub async fn reconcile(since: Option<&str>, dry_run: bool, path: Option<&Path>, 
         bar.finish_and_clear();
         if as_json {
             print_json(
-                &json!({"since": since, "dry_run": dry_run, "referrals_seen": outcome.referrals_seen, "differing": outcome.differing}),
+                &json!({"since": since, "dry_run": dry_run, "referrals_seen": outcome.referrals_seen, "differing": outcome.differing, "failed_deals_rechecked": retried}),
             );
             return Ok(());
         }
@@ -348,6 +357,16 @@ pub async fn reconcile(since: Option<&str>, dry_run: bool, path: Option<&Path>, 
         ));
         for d in &outcome.differing {
             say(&format!("  {d}"));
+        }
+        if !retried.is_empty() {
+            say(&format!(
+                "{} deal(s) not shared because of missing data {}",
+                retried.len(),
+                if dry_run { "would be checked again" } else { "were queued to be checked again" }
+            ));
+            for r in &retried {
+                say(&format!("  {r}"));
+            }
         }
         Ok(())
     })

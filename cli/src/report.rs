@@ -155,15 +155,15 @@ pub fn fix_hint(reason: &str) -> Option<&'static str> {
     let hints: [(&[&str], &str); 7] = [
         (
             &["country"],
-            "Open the customer account in the CRM, set its country to a 2-letter code (US, FR, DE…), save: the deal syncs on the next poll.",
+            "Open the customer account in the CRM, set its country to a 2-letter code (US, FR, DE…) and save: the deal is checked again at the next reconciliation sweep (or now with `cosell reconcile`).",
         ),
         (
             &["solution"],
-            "Add at least one Microsoft solution (its Partner Center solution id) to the opportunity, then save it.",
+            "Add at least one Microsoft solution (its Partner Center solution id) to the opportunity: the deal is checked again at the next reconciliation sweep.",
         ),
         (
             &["contact"],
-            "When you ask Microsoft for help, the deal needs a customer contact with a name and e-mail: add one and save.",
+            "When you ask Microsoft for help, the deal needs a customer contact with a name and e-mail: add one and save; the deal is checked again at the next reconciliation sweep.",
         ),
         (
             &["revenue", "deal value", "close date", "closing"],

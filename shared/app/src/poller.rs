@@ -9,7 +9,7 @@ use cosell_core::clock::Clock;
 use cosell_core::crm::{ChangeCursor, CrmError, CrmPort};
 use cosell_core::ports::partner_center::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use cosell_core::ports::queue::{MessageQueue, QueueError};
-use cosell_core::ports::state::{CursorStore, LinkStore, StateError};
+use cosell_core::ports::state::{CursorStore, LinkStore, StateError, SyncMark};
 use cosell_core::referral::Referral;
 
 use crate::work::WorkItem;
@@ -52,6 +52,8 @@ pub struct SweepOutcome {
     pub referrals_seen: usize,
     /// Referrals that differ from their link (or have none), enqueued unless it was a dry run.
     pub differing: Vec<String>,
+    /// CRM records that failed validation and were never shared, enqueued to be checked again.
+    pub retried: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,10 +139,49 @@ where
 
     async fn sweep_and_advance(&self, since: DateTime<Utc>) -> Result<SweepOutcome, PollError> {
         let started = self.clock.now();
-        let outcome = sweep(self.pc, self.state, self.pc_queue, since - self.settings.overlap, false, |_| {}).await?;
+        let mut outcome =
+            sweep(self.pc, self.state, self.pc_queue, since - self.settings.overlap, false, |_| {}).await?;
+        outcome.retried =
+            retry_unshared_failures(self.state, self.crm_queue, &started.timestamp().to_string(), false).await?;
         let current = self.state.cursor(SWEEP_CURSOR).await?;
         self.state.put_cursor(SWEEP_CURSOR, &started.to_rfc3339(), current.map(|c| c.version)).await?;
         Ok(outcome)
+    }
+}
+
+/// Deals that failed validation before they were ever shared are checked again on every sweep:
+/// what fixes them (the account's country, a contact, a solution) is often a change to a related
+/// record, which does not change the opportunity and so never shows in the change feed. Without this
+/// the seller would have to "touch" the opportunity — the Power Automate connectors' "minor update".
+/// The cost is a state-store scan and one sync per failed deal, not per deal. `tag` makes each
+/// retry a new message for the queue's deduplication. Returns the CRM record keys (enqueued unless
+/// `dry_run`).
+pub async fn retry_unshared_failures<S: LinkStore, Q: MessageQueue>(
+    state: &S,
+    crm_queue: &Q,
+    tag: &str,
+    dry_run: bool,
+) -> Result<Vec<String>, PollError> {
+    let mut retried = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.list_links(after.as_deref(), 100).await?;
+        let mut messages = Vec::new();
+        for link in &page.items {
+            let (None, Some(record), SyncMark::Failed(_)) = (&link.referral_id, &link.crm, &link.mark) else {
+                continue;
+            };
+            let item = WorkItem::Crm { record: record.clone(), version: Some(format!("retry@{tag}")) };
+            messages.push(item.to_message());
+            retried.push(record.key());
+        }
+        if !dry_run {
+            crm_queue.send_batch(&messages).await?;
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(retried),
+        }
     }
 }
 

@@ -191,3 +191,66 @@ async fn the_poller_sweeps_every_nth_tick_and_moves_its_cursor() {
     assert_eq!(swept_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap(), w.clock.now());
     assert_eq!(pcq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_deal_fixed_on_its_account_is_shared_at_the_next_sweep_without_touching_the_opportunity() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 1, ..PollerSettings::default() };
+    let poller = Poller {
+        crm: &w.crm,
+        pc: &w.pc,
+        state: &w.state,
+        pc_queue: &pcq,
+        crm_queue: &crmq,
+        clock: &w.clock,
+        settings: &settings,
+    };
+    let account = w.crm.seed_account(cosell_core::crm::AccountFields {
+        name: "Tailspin".into(),
+        postal_code: Some("1".into()),
+        country: None,
+    });
+    let opp = w.crm.seed_opportunity(
+        OpportunityFields {
+            name: Some("Tailspin rollout".into()),
+            deal_value: Some(45_000.0),
+            close_date: "2026-12-31".parse().ok(),
+            account_id: Some(account.id.clone()),
+            cosell: CosellFields { sync: Some(true), ..Default::default() },
+            ..Default::default()
+        },
+        DealState::Open,
+    );
+    w.crm.seed_solution(&opp.id, "SOL-1");
+    let record = CrmRef::parse("opportunity", &opp.id).unwrap();
+    w.syncer.sync_crm(&record).await.unwrap();
+    assert!(w.pc.all().is_empty(), "not shared: the account has no country");
+    let version_before = w.crm.opportunities()[0].meta.version.clone();
+
+    // The seller fixes the account only; the opportunity does not change.
+    w.crm.edit_account(&account.id, |a| a.fields.country = Some("US".into()));
+    assert_eq!(w.crm.opportunities()[0].meta.version, version_before);
+    let tick = poller.poll_once().await.unwrap();
+    assert_eq!(tick.sweep.as_ref().map(|s| s.retried.clone()), Some(vec![record.key()]), "{tick:?}");
+    let messages: Vec<Incoming> = crmq
+        .receive(10, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| matches!(WorkItem::parse(&m.body), Ok(WorkItem::Crm { ref record, .. }) if record.id() == opp.id))
+        .map(|m| Incoming {
+            message_id: m.message_id,
+            group_id: m.group_id,
+            body: m.body,
+            receive_count: m.receive_count,
+        })
+        .collect();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(handle_batch(&w.syncer, &messages).await, [Disposition::Done]);
+    assert_eq!(w.pc.all().len(), 1, "shared at the next sweep");
+    // Once shared it is no longer retried.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let next = poller.poll_once().await.unwrap();
+    assert!(next.sweep.map(|s| s.retried.is_empty()).unwrap_or(true));
+}

@@ -142,6 +142,15 @@ impl InMemoryCrm {
         o.clone()
     }
 
+    /// Edits an account as a CRM user would. Like the real CRMs, this does not change the version
+    /// of the opportunities that point at it.
+    pub fn edit_account(&self, id: &str, edit: impl FnOnce(&mut AccountRecord)) -> AccountRecord {
+        let mut inner = lock(&self.inner);
+        let a = inner.accounts.get_mut(id).expect("known account");
+        edit(a);
+        a.clone()
+    }
+
     pub fn edit_lead(&self, id: &str, edit: impl FnOnce(&mut LeadRecord)) -> LeadRecord {
         let mut inner = lock(&self.inner);
         let meta = self.meta(&mut inner, SELLER_USER);
