@@ -32,7 +32,7 @@ use cosell_core::clock::Clock;
 use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::state::{
     AuditEntry, AuditLog, AuditSubject, BudgetCounter, Cursor, CursorStore, DEFAULT_AUDIT_RETENTION_DAYS, DedupStore,
-    Link, LinkStore, Page, StateError,
+    Link, LinkStore, Page, StateError, crm_key, referral_key,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -48,18 +48,6 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-fn ref_pk(id: &ReferralId) -> String {
-    format!("REF#{id}")
-}
-
-fn crm_pk(crm: &CrmRef) -> String {
-    format!("CRM#{}", crm.key())
-}
-
-fn link_pks(link: &Link) -> Vec<String> {
-    link.referral_id.iter().map(ref_pk).chain(link.crm.iter().map(crm_pk)).collect()
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Result<&'a str, StateError> {
@@ -212,7 +200,7 @@ impl DynamoState {
                     if !failed.is_empty() {
                         return Err(StateError::Conflict(format!(
                             "link {:?} was changed or claimed concurrently ({})",
-                            link_pks(link),
+                            link.keys(),
                             failed.join(", ")
                         )));
                     }
@@ -247,8 +235,13 @@ impl DynamoState {
     }
 
     fn audit_keys(entry: &AuditEntry) -> (String, Option<String>) {
-        let pk = entry.referral_id.as_ref().map(ref_pk).or_else(|| entry.crm.as_ref().map(crm_pk)).unwrap_or_default();
-        (pk, entry.crm.as_ref().map(crm_pk))
+        let pk = entry
+            .referral_id
+            .as_ref()
+            .map(referral_key)
+            .or_else(|| entry.crm.as_ref().map(crm_key))
+            .unwrap_or_default();
+        (pk, entry.crm.as_ref().map(crm_key))
     }
 }
 
@@ -276,7 +269,8 @@ impl LinkStore for DynamoState {
             return Err(StateError::Invalid("a link needs a referral id or a CRM record".into()));
         }
         let stored = Link { version: 1, ..link.clone() };
-        let puts = link_pks(&stored)
+        let puts = stored
+            .keys()
             .into_iter()
             .map(|pk| Ok((pk.clone(), self.put(self.link_item(&pk, &stored)?, "attribute_not_exists(pk)", None)?)))
             .collect::<Result<Vec<_>, StateError>>()?;
@@ -288,9 +282,9 @@ impl LinkStore for DynamoState {
     async fn update_link(&self, current: &Link, next: &Link) -> Result<Link, StateError> {
         current.check_successor(next)?;
         let stored = Link { version: current.version + 1, ..next.clone() };
-        let owned = link_pks(current);
+        let owned = current.keys();
         let mut puts = Vec::new();
-        for pk in link_pks(&stored) {
+        for pk in stored.keys() {
             let item = self.link_item(&pk, &stored)?;
             let put = if owned.contains(&pk) {
                 self.put(item, "ver = :expected", Some(Item::from([(":expected".into(), n(current.version))])))?
@@ -304,11 +298,11 @@ impl LinkStore for DynamoState {
     }
 
     async fn link_by_referral(&self, id: &ReferralId) -> Result<Option<Link>, StateError> {
-        self.get_link(ref_pk(id)).await
+        self.get_link(referral_key(id)).await
     }
 
     async fn link_by_crm(&self, crm: &CrmRef) -> Result<Option<Link>, StateError> {
-        self.get_link(crm_pk(crm)).await
+        self.get_link(crm_key(crm)).await
     }
 
     async fn list_links(&self, after: Option<&str>, limit: usize) -> Result<Page<Link>, StateError> {
@@ -380,8 +374,8 @@ impl AuditLog for DynamoState {
         newest_first: bool,
     ) -> Result<Vec<AuditEntry>, StateError> {
         let (index, key_attr, sort_attr, key) = match subject {
-            AuditSubject::Referral(id) => (None, "pk", "sk", ref_pk(id)),
-            AuditSubject::Crm(crm) => (Some(GSI1), "gsi1pk", "gsi1sk", crm_pk(crm)),
+            AuditSubject::Referral(id) => (None, "pk", "sk", referral_key(id)),
+            AuditSubject::Crm(crm) => (Some(GSI1), "gsi1pk", "gsi1sk", crm_key(crm)),
         };
         let now = self.clock.now().timestamp();
         let mut entries = Vec::new();

@@ -7,7 +7,7 @@ use cosell_core::clock::Clock;
 use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::state::{
     AuditEntry, AuditLog, AuditSubject, BudgetCounter, Cursor, CursorStore, DEFAULT_AUDIT_RETENTION_DAYS, DedupStore,
-    Link, LinkStore, Page, StateError,
+    Link, LinkStore, Page, StateError, crm_key, referral_key,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -34,18 +34,6 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS budget (api TEXT NOT NULL, day TEXT NOT NULL, calls INTEGER NOT NULL, PRIMARY KEY (api, day));
 ";
-
-fn ref_key(id: &ReferralId) -> String {
-    format!("REF#{id}")
-}
-
-fn crm_key(crm: &CrmRef) -> String {
-    format!("CRM#{}", crm.key())
-}
-
-fn keys(link: &Link) -> Vec<String> {
-    link.referral_id.iter().map(ref_key).chain(link.crm.iter().map(crm_key)).collect()
-}
 
 fn sortable(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -137,7 +125,7 @@ impl LinkStore for SqliteState {
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                for key in keys(&stored) {
+                for key in stored.keys() {
                     if stored_version(&tx, &key)?.is_some() {
                         return Err(StateError::Conflict(format!("a link already exists for {key}")));
                     }
@@ -152,13 +140,13 @@ impl LinkStore for SqliteState {
     async fn update_link(&self, current: &Link, next: &Link) -> Result<Link, StateError> {
         current.check_successor(next)?;
         let expected = current.version;
-        let old_keys = keys(current);
+        let old_keys = current.keys();
         let stored = Link { version: expected + 1, ..next.clone() };
         let out = stored.clone();
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                for key in keys(&stored) {
+                for key in stored.keys() {
                     let found = stored_version(&tx, &key)?;
                     let owned = old_keys.contains(&key);
                     match (owned, found) {
@@ -181,7 +169,7 @@ impl LinkStore for SqliteState {
     }
 
     async fn link_by_referral(&self, id: &ReferralId) -> Result<Option<Link>, StateError> {
-        self.read_link(ref_key(id)).await
+        self.read_link(referral_key(id)).await
     }
 
     async fn link_by_crm(&self, crm: &CrmRef) -> Result<Option<Link>, StateError> {
@@ -222,7 +210,7 @@ impl AuditLog for SqliteState {
             return Err(StateError::Invalid("an audit entry must name a referral or a CRM record".into()));
         }
         let at = sortable(entry.at);
-        let referral = entry.referral_id.as_ref().map(ref_key);
+        let referral = entry.referral_id.as_ref().map(referral_key);
         let crm = entry.crm.as_ref().map(crm_key);
         let expires = (entry.at + self.audit_ttl).timestamp();
         let doc = serde_json::to_string(entry).map_err(json_err)?;
@@ -245,7 +233,7 @@ impl AuditLog for SqliteState {
         newest_first: bool,
     ) -> Result<Vec<AuditEntry>, StateError> {
         let (column, key) = match subject {
-            AuditSubject::Referral(id) => ("referral_key", ref_key(id)),
+            AuditSubject::Referral(id) => ("referral_key", referral_key(id)),
             AuditSubject::Crm(crm) => ("crm_key", crm_key(crm)),
         };
         let now = self.clock.now().timestamp();

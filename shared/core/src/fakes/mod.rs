@@ -16,19 +16,11 @@ use crate::ports::queue::{
 };
 use crate::ports::state::{
     AuditEntry, AuditLog, AuditSubject, BudgetCounter, Cursor, CursorStore, DedupStore, Link, LinkStore, Page,
-    StateError,
+    StateError, crm_key, referral_key,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn ref_key(id: &ReferralId) -> String {
-    format!("REF#{id}")
-}
-
-fn crm_key(crm: &CrmRef) -> String {
-    format!("CRM#{}", crm.key())
 }
 
 #[derive(Debug, Default)]
@@ -61,10 +53,6 @@ impl InMemoryState {
         self.audit_ttl = ttl;
         self
     }
-
-    fn keys(link: &Link) -> Vec<String> {
-        link.referral_id.iter().map(ref_key).chain(link.crm.iter().map(crm_key)).collect()
-    }
 }
 
 impl LinkStore for InMemoryState {
@@ -73,7 +61,7 @@ impl LinkStore for InMemoryState {
             return Err(StateError::Invalid("a link needs a referral id or a CRM record".into()));
         }
         let mut inner = lock(&self.inner);
-        let keys = Self::keys(link);
+        let keys = link.keys();
         if let Some(k) = keys.iter().find(|k| inner.links.contains_key(*k)) {
             return Err(StateError::Conflict(format!("a link already exists for {k}")));
         }
@@ -87,7 +75,7 @@ impl LinkStore for InMemoryState {
     async fn update_link(&self, current: &Link, next: &Link) -> Result<Link, StateError> {
         current.check_successor(next)?;
         let mut inner = lock(&self.inner);
-        for k in Self::keys(current) {
+        for k in current.keys() {
             match inner.links.get(&k) {
                 Some(stored) if stored.version == current.version => {}
                 Some(stored) => {
@@ -99,21 +87,21 @@ impl LinkStore for InMemoryState {
                 None => return Err(StateError::Conflict(format!("link {k} no longer exists"))),
             }
         }
-        let old: Vec<String> = Self::keys(current);
-        for k in Self::keys(next).into_iter().filter(|k| !old.contains(k)) {
+        let old: Vec<String> = current.keys();
+        for k in next.keys().into_iter().filter(|k| !old.contains(k)) {
             if inner.links.contains_key(&k) {
                 return Err(StateError::Conflict(format!("{k} already belongs to another link")));
             }
         }
         let stored = Link { version: current.version + 1, ..next.clone() };
-        for k in Self::keys(next) {
+        for k in next.keys() {
             inner.links.insert(k, stored.clone());
         }
         Ok(stored)
     }
 
     async fn link_by_referral(&self, id: &ReferralId) -> Result<Option<Link>, StateError> {
-        Ok(lock(&self.inner).links.get(&ref_key(id)).cloned())
+        Ok(lock(&self.inner).links.get(&referral_key(id)).cloned())
     }
 
     async fn link_by_crm(&self, crm: &CrmRef) -> Result<Option<Link>, StateError> {

@@ -119,6 +119,21 @@ impl Link {
     pub fn has_a_side(&self) -> bool {
         self.referral_id.is_some() || self.crm.is_some()
     }
+
+    /// The state keys the link is stored under: one per side it has (DESIGN.md §4).
+    pub fn keys(&self) -> Vec<String> {
+        self.referral_id.iter().map(referral_key).chain(self.crm.iter().map(crm_key)).collect()
+    }
+}
+
+/// The state key of a referral's items: `REF#<referral id>`.
+pub fn referral_key(id: &ReferralId) -> String {
+    format!("REF#{id}")
+}
+
+/// The state key of a CRM record's items: `CRM#<entity>#<id>`.
+pub fn crm_key(crm: &CrmRef) -> String {
+    format!("CRM#{}", crm.key())
 }
 
 /// One page of a listing and the token for the next, if any.
