@@ -3,8 +3,8 @@
 use cosell_core::budget::ApiBudget;
 use cosell_core::crm::{
     AccountFields, AccountRecord, ChangeBatch, ChangeCursor, CloseOutcome, ContactFields, ContactRecord, Created,
-    CrmError, CrmIdentity, CrmKind, CrmPort, LeadFields, LeadRecord, OpportunityFields, OpportunityRecord,
-    SolutionRecord,
+    CreatedOpportunity, CrmError, CrmIdentity, CrmKind, CrmPort, Customer, LeadFields, LeadRecord, NewOpportunity,
+    OpportunityFields, OpportunityRecord, SolutionRecord,
 };
 use cosell_core::ids::ReferralId;
 
@@ -90,6 +90,14 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
 
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
         dispatch!(self, c => c.find_account(fields))
+    }
+
+    async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
+        dispatch!(self, c => c.find_customer(account, email))
+    }
+
+    async fn create_opportunity_with(&self, new: &NewOpportunity) -> Result<CreatedOpportunity, CrmError> {
+        dispatch!(self, c => c.create_opportunity_with(new))
     }
 
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {

@@ -12,9 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::crm::{
     AccountFields, AccountMatchKey, AccountRecord, Change, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome,
-    ContactFields, ContactRecord, CosellFields, Created, CrmError, CrmFieldMap, CrmIdentity, CrmKind, CrmPort,
-    DealState, LeadFields, LeadRecord, LeadState, OpportunityFields, OpportunityRecord, RecordMeta, SolutionRecord,
-    Visibility,
+    ContactFields, ContactRecord, CosellFields, Created, CreatedOpportunity, CrmError, CrmFieldMap, CrmIdentity,
+    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields,
+    OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
 };
 use cosell_core::{CrmRef, ReferralId};
 use reqwest::Method;
@@ -823,28 +823,138 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
+        Ok(self.find_customer(fields, None).await?.account)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
+    async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
         let f = &self.config.fields;
         let mut clauses = Vec::new();
         for key in &f.account_match {
             let (col, value) = match key {
-                AccountMatchKey::Name => (&f.account_name, Some(fields.name.as_str())),
-                AccountMatchKey::PostalCode => (&f.account_postal_code, fields.postal_code.as_deref()),
-                AccountMatchKey::Country => (&f.account_country, fields.country.as_deref()),
+                AccountMatchKey::Name => (&f.account_name, Some(account.name.as_str())),
+                AccountMatchKey::PostalCode => (&f.account_postal_code, account.postal_code.as_deref()),
+                AccountMatchKey::Country => (&f.account_country, account.country.as_deref()),
             };
             clauses.push(match value {
                 Some(v) => format!("{col}%20eq%20{}", literal(v)),
                 None => format!("{col}%20eq%20null"),
             });
         }
+        // The contact comes along with its account: a nested query on the account's contacts.
+        let expand = email
+            .map(|email| {
+                format!(
+                    "&$expand={}($select={};$filter={}%20eq%20{};$orderby=createdon%20asc;$top=1)",
+                    f.account_contacts,
+                    self.contact_select(),
+                    f.contact_email,
+                    literal(email)
+                )
+            })
+            .unwrap_or_default();
         let url = self.url(&format!(
-            "accounts?$select=accountid,{},{},{}&$filter={}&$orderby=createdon%20asc&$top=1",
+            "accounts?$select=accountid,{},{},{}&$filter={}&$orderby=createdon%20asc&$top=1{expand}",
             f.account_name,
             f.account_postal_code,
             f.account_country,
             clauses.join("%20and%20")
         ));
-        let v = self.send(Method::GET, &url, None, &[], ("account", &fields.name)).await?.json()?;
-        Ok(v.get("value").and_then(Value::as_array).and_then(|a| a.first()).and_then(|r| self.account_of(r)))
+        let v = self.send(Method::GET, &url, None, &[], ("account", &account.name)).await?.json()?;
+        let row = v.get("value").and_then(Value::as_array).and_then(|a| a.first());
+        Ok(Customer {
+            account: row.and_then(|r| self.account_of(r)),
+            contact: row
+                .and_then(|r| r.get(&f.account_contacts))
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(|c| self.contact_of(c)),
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
+    async fn create_opportunity_with(&self, new: &NewOpportunity) -> Result<CreatedOpportunity, CrmError> {
+        let f = &self.config.fields;
+        let mut fields = new.fields.clone();
+        let (mut account, mut contact) = (None, None);
+        // A deep insert cannot bind the opportunity to a row created inside another nested row, so a
+        // new contact goes first, with its new account inside it (one call, both ids come back).
+        match (&new.contact, &new.account) {
+            (Some(c), account_fields) => {
+                let created = self.create_contact_in(fields.account_id.as_deref(), account_fields.as_ref(), c).await?;
+                if let Some(a) = account_fields {
+                    let id = created.account_id.clone().ok_or_else(|| {
+                        CrmError::Unexpected(anyhow::anyhow!("contact created without its new account's id"))
+                    })?;
+                    fields.account_id = Some(id.clone());
+                    account = Some(AccountRecord { id, fields: a.clone() });
+                }
+                fields.contact_id = Some(created.id.clone());
+                contact = Some(created);
+            }
+            (None, Some(a)) => {
+                let created = self.create_account(a).await?;
+                fields.account_id = Some(created.id.clone());
+                account = Some(created);
+            }
+            (None, None) => {}
+        }
+        let mut body = self.opportunity_body(&fields, true).await?;
+        let s = &f.solutions;
+        let rows: Vec<Value> = new
+            .solutions
+            .iter()
+            .map(|x| {
+                let mut row = Map::new();
+                row.insert(s.solution_id.clone(), json!(x.solution_id));
+                if let Some(n) = &x.name {
+                    row.insert(s.name.clone(), json!(n));
+                }
+                Value::Object(row)
+            })
+            .collect();
+        if !rows.is_empty() {
+            body.insert(s.opportunity_collection.clone(), Value::Array(rows));
+        }
+        let referral = fields.cosell.referral_id.as_ref();
+        let url = self.url(&format!(
+            "opportunities?$select={}&$expand={}($select={}id,{},{})",
+            self.select(Entity::Opportunity),
+            s.opportunity_collection,
+            s.entity,
+            s.solution_id,
+            s.name
+        ));
+        let resp = self
+            .send_raw(Method::POST, &url, Some(&Value::Object(body)), &[("Prefer", "return=representation".into())])
+            .await?;
+        let what = ("opportunity", referral.map(ReferralId::as_str).unwrap_or(""));
+        if resp.status == 412
+            && let Some(referral) = referral
+        {
+            // The referral's alternate key is taken: an earlier attempt created it (with its rows).
+            let existing = self.find_by_referral(Entity::Opportunity, referral).await?;
+            let v = existing.ok_or_else(|| error_of(&resp, what))?;
+            return Ok(CreatedOpportunity {
+                record: self.opportunity_of(&v).await?,
+                created: false,
+                account,
+                contact,
+                solutions: Vec::new(),
+            });
+        }
+        if !resp.ok() {
+            return Err(error_of(&resp, what));
+        }
+        let v = resp.json()?;
+        let solutions = v
+            .get(&s.opportunity_collection)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.solution_of(r))
+            .collect();
+        Ok(CreatedOpportunity { record: self.opportunity_of(&v).await?, created: true, account, contact, solutions })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
@@ -871,14 +981,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.account_name.clone(), json!(fields.name));
-        if let Some(p) = &fields.postal_code {
-            body.insert(f.account_postal_code.clone(), json!(p));
-        }
-        if let Some(c) = &fields.country {
-            body.insert(f.account_country.clone(), json!(c));
-        }
+        let body = self.account_body(fields);
         let url = self.url(&format!(
             "accounts?$select=accountid,{},{},{}",
             f.account_name, f.account_postal_code, f.account_country
@@ -912,36 +1015,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", account_id = %account_id))]
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
-        let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
-        for (col, v) in [
-            (&f.contact_first_name, &fields.first_name),
-            (&f.contact_email, &fields.email),
-            (&f.contact_phone, &fields.phone),
-        ] {
-            if let Some(v) = v {
-                body.insert(col.clone(), json!(v));
-            }
-        }
-        let nav = if f.contact_account == "parentcustomerid" {
-            "parentcustomerid_account".to_owned()
-        } else {
-            f.contact_account.clone()
-        };
-        body.insert(format!("{nav}@odata.bind"), json!(format!("/accounts({account_id})")));
-        let url = self.url(&format!("contacts?$select={}", self.contact_select()));
-        let v = self
-            .send(
-                Method::POST,
-                &url,
-                Some(&Value::Object(body)),
-                &[("Prefer", "return=representation".into())],
-                ("account", account_id),
-            )
-            .await?
-            .json()?;
-        self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created contact without id")))
+        self.create_contact_in(Some(account_id), None, fields).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", opportunity_id = %opportunity_id))]
@@ -1022,6 +1096,67 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
 }
 
 impl<B: ApiBudget> DynamicsCrm<B> {
+    /// Creates a contact of an existing account (`account_id`) or of a new one (`new_account`,
+    /// created inside the same call by deep insert; its id comes back in the contact's lookup).
+    async fn create_contact_in(
+        &self,
+        account_id: Option<&str>,
+        new_account: Option<&AccountFields>,
+        fields: &ContactFields,
+    ) -> Result<ContactRecord, CrmError> {
+        let f = &self.config.fields;
+        let mut body = Map::new();
+        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
+        for (col, v) in [
+            (&f.contact_first_name, &fields.first_name),
+            (&f.contact_email, &fields.email),
+            (&f.contact_phone, &fields.phone),
+        ] {
+            if let Some(v) = v {
+                body.insert(col.clone(), json!(v));
+            }
+        }
+        let nav = if f.contact_account == "parentcustomerid" {
+            "parentcustomerid_account".to_owned()
+        } else {
+            f.contact_account.clone()
+        };
+        match (new_account, account_id) {
+            (Some(a), _) => {
+                body.insert(nav, Value::Object(self.account_body(a)));
+            }
+            (None, Some(id)) => {
+                body.insert(format!("{nav}@odata.bind"), json!(format!("/accounts({})", row_id(id)?)));
+            }
+            (None, None) => {}
+        }
+        let url = self.url(&format!("contacts?$select={}", self.contact_select()));
+        let v = self
+            .send(
+                Method::POST,
+                &url,
+                Some(&Value::Object(body)),
+                &[("Prefer", "return=representation".into())],
+                ("account", account_id.unwrap_or("")),
+            )
+            .await?
+            .json()?;
+        self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created contact without id")))
+    }
+
+    fn account_body(&self, fields: &AccountFields) -> Map<String, Value> {
+        let f = &self.config.fields;
+        let mut body = Map::new();
+        body.insert(f.account_name.clone(), json!(fields.name));
+        if let Some(p) = &fields.postal_code {
+            body.insert(f.account_postal_code.clone(), json!(p));
+        }
+        if let Some(c) = &fields.country {
+            body.insert(f.account_country.clone(), json!(c));
+        }
+        body
+    }
+
     fn contact_select(&self) -> String {
         let f = &self.config.fields;
         format!(

@@ -14,9 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::crm::{
     AccountFields, AccountMatchKey, AccountRecord, Change, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome,
-    ContactFields, ContactRecord, CosellFields, Created, CrmError, CrmFieldMap, CrmIdentity, CrmKind, CrmPort,
-    DealState, LeadFields, LeadRecord, LeadState, OpportunityFields, OpportunityRecord, RecordMeta, SolutionRecord,
-    Visibility,
+    ContactFields, ContactRecord, CosellFields, Created, CreatedOpportunity, CrmError, CrmFieldMap, CrmIdentity,
+    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields,
+    OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
 };
 use cosell_core::{CrmRef, ReferralId};
 use reqwest::Method;
@@ -287,7 +287,12 @@ impl<B: ApiBudget> SalesforceCrm<B> {
 
     /// One `/composite` call (one API call); returns each subrequest's (status, body).
     async fn composite(&self, subrequests: Vec<Value>) -> Result<Vec<(u16, Value)>, CrmError> {
-        let body = json!({"allOrNone": false, "compositeRequest": subrequests});
+        self.composite_with(false, subrequests).await
+    }
+
+    /// One `/composite` call; with `all_or_none`, a failed subrequest rolls every one back.
+    async fn composite_with(&self, all_or_none: bool, subrequests: Vec<Value>) -> Result<Vec<(u16, Value)>, CrmError> {
+        let body = json!({"allOrNone": all_or_none, "compositeRequest": subrequests});
         let v = self.send(Method::POST, &self.data("composite"), Some(&body), ("composite", "")).await?.json()?;
         Ok(v.get("compositeResponse")
             .and_then(Value::as_array)
@@ -444,6 +449,59 @@ impl<B: ApiBudget> SalesforceCrm<B> {
             version: stamp.unwrap_or_default(),
             modified_by: str_of(o, "LastModifiedById"),
         }
+    }
+
+    fn account_query(&self, fields: &AccountFields) -> String {
+        let f = &self.config.fields;
+        let clauses: Vec<String> = f
+            .account_match
+            .iter()
+            .map(|key| {
+                let (col, value) = match key {
+                    AccountMatchKey::Name => (&f.account_name, Some(fields.name.as_str())),
+                    AccountMatchKey::PostalCode => (&f.account_postal_code, fields.postal_code.as_deref()),
+                    AccountMatchKey::Country => (&f.account_country, fields.country.as_deref()),
+                };
+                format!("{col} = {}", value.map(soql).unwrap_or_else(|| "null".into()))
+            })
+            .collect();
+        format!(
+            "SELECT Id, {}, {}, {} FROM Account WHERE {} ORDER BY CreatedDate, Id LIMIT 1",
+            f.account_name,
+            f.account_postal_code,
+            f.account_country,
+            clauses.join(" AND ")
+        )
+    }
+
+    fn account_body(&self, fields: &AccountFields) -> Map<String, Value> {
+        let f = &self.config.fields;
+        let mut body = Map::new();
+        body.insert(f.account_name.clone(), json!(fields.name));
+        if let Some(p) = &fields.postal_code {
+            body.insert(f.account_postal_code.clone(), json!(p));
+        }
+        if let Some(c) = &fields.country {
+            body.insert(f.account_country.clone(), json!(c));
+        }
+        body
+    }
+
+    fn contact_body(&self, account_id: &str, fields: &ContactFields) -> Map<String, Value> {
+        let f = &self.config.fields;
+        let mut body = Map::new();
+        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
+        body.insert(f.contact_account.clone(), json!(account_id));
+        for (col, v) in [
+            (&f.contact_first_name, &fields.first_name),
+            (&f.contact_email, &fields.email),
+            (&f.contact_phone, &fields.phone),
+        ] {
+            if let Some(v) = v {
+                body.insert(col.clone(), json!(v));
+            }
+        }
+        body
     }
 
     fn opportunity_body(&self, x: &OpportunityFields, creating: bool) -> Map<String, Value> {
@@ -854,26 +912,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
-        let f = &self.config.fields;
-        let clauses: Vec<String> = f
-            .account_match
-            .iter()
-            .map(|key| {
-                let (col, value) = match key {
-                    AccountMatchKey::Name => (&f.account_name, Some(fields.name.as_str())),
-                    AccountMatchKey::PostalCode => (&f.account_postal_code, fields.postal_code.as_deref()),
-                    AccountMatchKey::Country => (&f.account_country, fields.country.as_deref()),
-                };
-                format!("{col} = {}", value.map(soql).unwrap_or_else(|| "null".into()))
-            })
-            .collect();
-        let q = format!(
-            "SELECT Id, {}, {}, {} FROM Account WHERE {} ORDER BY CreatedDate, Id LIMIT 1",
-            f.account_name,
-            f.account_postal_code,
-            f.account_country,
-            clauses.join(" AND ")
-        );
+        let q = self.account_query(fields);
         let v = self
             .send(
                 Method::GET,
@@ -884,6 +923,157 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             .await?
             .json()?;
         Ok(v.get("records").and_then(Value::as_array).and_then(|r| r.first()).and_then(|r| self.account_of(r)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
+    async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
+        let Some(email) = email else {
+            return Ok(Customer { account: self.find_account(account).await?, contact: None });
+        };
+        // Both queries in one composite request; the contact's refers to the account's first record
+        // (and fails as a dependent subrequest when there is none).
+        let f = &self.config.fields;
+        let account_q = self.data(&format!("query?q={}", urlencoding::encode(&self.account_query(account))));
+        let contact_q = format!(
+            "SELECT Id, {}, {}, {}, {}, {} FROM Contact WHERE {} = '",
+            f.contact_first_name,
+            f.contact_last_name,
+            f.contact_email,
+            f.contact_phone,
+            f.contact_account,
+            f.contact_account
+        );
+        let contact_rest = format!("' AND {} = {} ORDER BY CreatedDate, Id LIMIT 1", f.contact_email, soql(email));
+        let contact_q = self.data(&format!(
+            "query?q={}@{{account.records[0].Id}}{}",
+            urlencoding::encode(&contact_q),
+            urlencoding::encode(&contact_rest)
+        ));
+        let results = self
+            .composite(vec![
+                json!({"method": "GET", "url": account_q, "referenceId": "account"}),
+                json!({"method": "GET", "url": contact_q, "referenceId": "contact"}),
+            ])
+            .await?;
+        let [(account_status, account_body), (contact_status, contact_body)] = results.as_slice() else {
+            return Err(unexpected("composite answered with the wrong number of results"));
+        };
+        if !(200..300).contains(account_status) {
+            return Err(error_of(*account_status, account_body, None, ("Account", &account.name)));
+        }
+        let first = |v: &Value| v.get("records").and_then(Value::as_array).and_then(|r| r.first()).cloned();
+        let Some(found) = first(account_body).and_then(|r| self.account_of(&r)) else {
+            return Ok(Customer::default());
+        };
+        if !(200..300).contains(contact_status) {
+            return Err(error_of(*contact_status, contact_body, None, ("Contact", email)));
+        }
+        Ok(Customer { account: Some(found), contact: first(contact_body).and_then(|r| self.contact_of(&r)) })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
+    async fn create_opportunity_with(&self, new: &NewOpportunity) -> Result<CreatedOpportunity, CrmError> {
+        let f = &self.config.fields;
+        let s = &f.solutions;
+        let mut fields = new.fields.clone();
+        let mut subs = Vec::new();
+        if let Some(a) = &new.account {
+            subs.push(json!({"method": "POST", "url": self.data("sobjects/Account"), "referenceId": "account",
+                "body": self.account_body(a)}));
+            fields.account_id = Some("@{account.id}".into());
+        }
+        if let Some(c) = &new.contact {
+            let account = fields.account_id.clone().ok_or_else(|| CrmError::Invalid {
+                field: Some(f.contact_account.clone()),
+                message: "a new contact needs an account".into(),
+            })?;
+            subs.push(json!({"method": "POST", "url": self.data("sobjects/Contact"), "referenceId": "contact",
+                "body": self.contact_body(&account, c)}));
+            fields.contact_id = Some("@{contact.id}".into());
+        }
+        subs.push(json!({"method": "POST", "url": self.data("sobjects/Opportunity"), "referenceId": "opportunity",
+            "body": self.opportunity_body(&fields, true)}));
+        // A composite request holds 25 subrequests: the solutions that do not fit follow one by one.
+        let room = 25 - subs.len() - 1;
+        let (inline, rest) = new.solutions.split_at(new.solutions.len().min(room));
+        for (i, x) in inline.iter().enumerate() {
+            let mut body = Map::new();
+            body.insert(s.solution_id.clone(), json!(x.solution_id));
+            body.insert(s.opportunity_lookup.clone(), json!("@{opportunity.id}"));
+            if let Some(n) = &x.name {
+                body.insert(s.name.clone(), json!(n));
+            }
+            subs.push(json!({"method": "POST", "url": self.data(&format!("sobjects/{}", s.entity)),
+                "referenceId": format!("solution{i}"), "body": body}));
+        }
+        let read = self.data(&format!(
+            "sobjects/Opportunity/@{{opportunity.id}}?fields={}",
+            self.select(Obj::Opportunity).join(",")
+        ));
+        subs.push(json!({"method": "GET", "url": read, "referenceId": "record"}));
+        let results = self.composite_with(true, subs).await?;
+        let referral = fields.cosell.referral_id.clone();
+        let what = ("Opportunity", referral.as_ref().map(ReferralId::as_str).unwrap_or(""));
+        // The cause of a rolled-back request is the one result that is not PROCESSING_HALTED.
+        let code = |b: &Value| b.get(0).and_then(|e| e.get("errorCode")).and_then(Value::as_str).map(str::to_owned);
+        if let Some((status, body)) = results
+            .iter()
+            .find(|(st, b)| !(200..300).contains(st) && code(b).as_deref() != Some("PROCESSING_HALTED"))
+            .or_else(|| results.iter().find(|(st, _)| !(200..300).contains(st)))
+        {
+            if code(body).as_deref() == Some("DUPLICATE_VALUE")
+                && let Some(referral) = &referral
+                && let Some(v) = self.find_by_referral(Obj::Opportunity, referral).await?
+            {
+                // Created by an earlier attempt; this request wrote nothing (all or none).
+                return Ok(CreatedOpportunity {
+                    record: self.opportunity_of(&v)?,
+                    created: false,
+                    account: None,
+                    contact: None,
+                    solutions: Vec::new(),
+                });
+            }
+            return Err(error_of(*status, body, None, what));
+        }
+        let id_of = |i: usize| results.get(i).and_then(|(_, b)| b.get("id")).and_then(Value::as_str).map(str::to_owned);
+        let mut at = 0;
+        let account = match &new.account {
+            Some(a) => {
+                at += 1;
+                Some(AccountRecord {
+                    id: id_of(at - 1).ok_or_else(|| unexpected("account created without id"))?,
+                    fields: a.clone(),
+                })
+            }
+            None => None,
+        };
+        let contact = match &new.contact {
+            Some(c) => {
+                at += 1;
+                Some(ContactRecord {
+                    id: id_of(at - 1).ok_or_else(|| unexpected("contact created without id"))?,
+                    account_id: account.as_ref().map(|a| a.id.clone()).or_else(|| new.fields.account_id.clone()),
+                    fields: c.clone(),
+                })
+            }
+            None => None,
+        };
+        at += 1; // the opportunity
+        let mut solutions = Vec::new();
+        for x in inline {
+            solutions.push(SolutionRecord {
+                id: id_of(at).ok_or_else(|| unexpected("solution created without id"))?,
+                solution_id: x.solution_id.clone(),
+                name: x.name.clone(),
+            });
+            at += 1;
+        }
+        let record = self.opportunity_of(&results.last().map(|(_, b)| b.clone()).unwrap_or(Value::Null))?;
+        for x in rest {
+            solutions.push(self.add_solution(&record.id, &x.solution_id, x.name.as_deref()).await?);
+        }
+        Ok(CreatedOpportunity { record, created: true, account, contact, solutions })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
@@ -918,15 +1108,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
-        let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.account_name.clone(), json!(fields.name));
-        if let Some(p) = &fields.postal_code {
-            body.insert(f.account_postal_code.clone(), json!(p));
-        }
-        if let Some(c) = &fields.country {
-            body.insert(f.account_country.clone(), json!(c));
-        }
+        let body = self.account_body(fields);
         let v = self
             .send(Method::POST, &self.data("sobjects/Account"), Some(&Value::Object(body)), ("Account", ""))
             .await?
@@ -960,18 +1142,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", account_id = %account_id))]
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
         let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
-        body.insert(f.contact_account.clone(), json!(account_id));
-        for (col, v) in [
-            (&f.contact_first_name, &fields.first_name),
-            (&f.contact_email, &fields.email),
-            (&f.contact_phone, &fields.phone),
-        ] {
-            if let Some(v) = v {
-                body.insert(col.clone(), json!(v));
-            }
-        }
+        let body = self.contact_body(account_id, fields);
         let resp = self.send_raw(Method::POST, &self.data("sobjects/Contact"), Some(&Value::Object(body))).await?;
         if !resp.ok() {
             return Err(match resp_error(&resp, ("Contact", "")) {

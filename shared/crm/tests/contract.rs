@@ -8,8 +8,8 @@ use chrono::NaiveDate;
 use cosell_core::ReferralId;
 use cosell_core::budget::Api;
 use cosell_core::crm::{
-    AccountFields, ChangeKind, CloseOutcome, ContactFields, CosellFields, CrmError, CrmPort, DealState, LeadFields,
-    OpportunityFields, Visibility,
+    AccountFields, ChangeKind, CloseOutcome, ContactFields, CosellFields, CrmError, CrmKind, CrmPort, DealState,
+    LeadFields, NewOpportunity, NewSolution, OpportunityFields, Visibility,
 };
 use harness::Harness;
 use serde_json::json;
@@ -431,6 +431,153 @@ async fn an_exhausted_budget_stops_calls_before_they_reach_the_crm<H: Harness>()
     assert_eq!(h.api_calls().await, calls);
 }
 
+fn fabrikam() -> AccountFields {
+    AccountFields { name: "Fabrikam Inc".into(), postal_code: Some("10115".into()), country: Some("DE".into()) }
+}
+
+fn jane() -> ContactFields {
+    ContactFields {
+        first_name: Some("Jane".into()),
+        last_name: "Doe".into(),
+        email: Some("jane@fabrikam.example".into()),
+        phone: None,
+    }
+}
+
+fn solutions(ids: &[&str]) -> Vec<NewSolution> {
+    ids.iter().map(|id| NewSolution { solution_id: (*id).into(), name: Some(format!("Solution {id}")) }).collect()
+}
+
+async fn a_customer_is_found_with_its_contact_in_one_call<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    let before = h.api_calls().await;
+    let none = crm.find_customer(&fabrikam(), Some("jane@fabrikam.example")).await.unwrap();
+    assert_eq!((none.account, none.contact), (None, None));
+    assert_eq!(h.api_calls().await - before, 1, "one call, also when nothing matches");
+
+    let account = crm.create_account(&fabrikam()).await.unwrap();
+    let other = crm.create_account(&AccountFields { name: "Other".into(), ..fabrikam() }).await.unwrap();
+    crm.create_contact(&other.id, &jane()).await.unwrap();
+    let found = crm.find_customer(&fabrikam(), Some("jane@fabrikam.example")).await.unwrap();
+    assert_eq!(found.account.as_ref().map(|a| &a.id), Some(&account.id));
+    assert_eq!(found.contact, None, "the same e-mail in another account is not this customer's contact");
+
+    let contact = crm.create_contact(&account.id, &jane()).await.unwrap();
+    let before = h.api_calls().await;
+    let found = crm.find_customer(&fabrikam(), Some("Jane@Fabrikam.example")).await.unwrap();
+    assert_eq!(h.api_calls().await - before, 1);
+    assert_eq!(found.account.map(|a| a.id), Some(account.id.clone()));
+    let found_contact = found.contact.expect("the account's contact with this e-mail");
+    assert_eq!(found_contact.id, contact.id);
+    assert_eq!(found_contact.account_id.as_deref(), Some(account.id.as_str()));
+    assert_eq!(found_contact.fields.last_name, "Doe");
+
+    let without_email = crm.find_customer(&fabrikam(), None).await.unwrap();
+    assert_eq!((without_email.account.map(|a| a.id), without_email.contact), (Some(account.id), None));
+}
+
+async fn an_opportunity_is_created_with_its_new_customer_and_solutions<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    // Dataverse reads its currency table once per process; not part of this count.
+    crm.create_opportunity(&opportunity(None)).await.unwrap();
+    let r = referral();
+    let mut fields = opportunity(Some(r.clone()));
+    fields.on_hold = Some(true);
+    let new = NewOpportunity {
+        fields,
+        account: Some(fabrikam()),
+        contact: Some(jane()),
+        solutions: solutions(&["SOL-A", "SOL-B"]),
+    };
+    let before = h.api_calls().await;
+    let created = crm.create_opportunity_with(&new).await.unwrap();
+    let calls = h.api_calls().await - before;
+    // Salesforce: one all-or-none composite request. Dataverse: the contact with its account inside
+    // (deep insert), then the opportunity with its solution rows inside (deep insert).
+    let expected = match crm.kind() {
+        CrmKind::Salesforce => 1,
+        CrmKind::Dynamics => 2,
+    };
+    assert_eq!(calls, expected, "calls to create an opportunity with a new customer and two solutions");
+    assert!(created.created);
+    assert_eq!(created.record.state, DealState::OnHold, "on hold from the create call");
+    let account = created.account.expect("the new account");
+    let contact = created.contact.expect("the new contact");
+    assert_eq!(account.fields, fabrikam());
+    assert_eq!(contact.account_id.as_deref(), Some(account.id.as_str()));
+    assert_eq!(created.record.fields.account_id.as_deref(), Some(account.id.as_str()));
+    assert_eq!(created.record.fields.contact_id.as_deref(), Some(contact.id.as_str()));
+    assert_eq!(created.record.fields.cosell.referral_id.as_ref(), Some(&r));
+    let mut ids: Vec<String> = created.solutions.iter().map(|s| s.solution_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["SOL-A", "SOL-B"]);
+
+    // Everything is in the CRM as returned.
+    let listed = crm.list_solutions(&created.record.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(created.solutions.iter().all(|s| listed.contains(s)), "{:?} vs {listed:?}", created.solutions);
+    assert_eq!(crm.get_account(&account.id).await.unwrap(), account);
+    assert_eq!(crm.get_contact(&contact.id).await.unwrap().account_id, Some(account.id.clone()));
+    let found = crm.find_customer(&fabrikam(), Some("jane@fabrikam.example")).await.unwrap();
+    assert_eq!(found.contact.map(|c| c.id), Some(contact.id.clone()));
+
+    // Again, for an existing customer: the opportunity exists, nothing is created.
+    let again = NewOpportunity {
+        fields: OpportunityFields {
+            account_id: Some(account.id.clone()),
+            contact_id: Some(contact.id.clone()),
+            ..new.fields.clone()
+        },
+        account: None,
+        contact: None,
+        solutions: solutions(&["SOL-A", "SOL-B"]),
+    };
+    let before = h.api_calls().await;
+    let second = crm.create_opportunity_with(&again).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.record.id, created.record.id);
+    assert!(second.solutions.is_empty());
+    assert_eq!(h.api_calls().await - before, 2, "the refused create, then the existing record read back");
+    assert_eq!(crm.list_solutions(&created.record.id).await.unwrap().len(), 2, "no duplicate solution rows");
+    assert_eq!(h.count_opportunities_with_referral(r.as_str()).await, 1);
+}
+
+async fn a_refused_create_leaves_nothing_behind<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    let r = referral();
+    let new = match crm.kind() {
+        // One all-or-none composite request: the opportunity is refused, so the account and contact
+        // created before it in the same request are rolled back.
+        CrmKind::Salesforce => {
+            let mut fields = opportunity(Some(r.clone()));
+            fields.close_date = None;
+            NewOpportunity {
+                fields,
+                account: Some(fabrikam()),
+                contact: Some(jane()),
+                solutions: solutions(&["SOL-A"]),
+            }
+        }
+        // One deep insert: a solution row is refused, so the opportunity and the row before it are not created.
+        CrmKind::Dynamics => {
+            let mut rows = solutions(&["SOL-A"]);
+            rows.push(NewSolution { solution_id: String::new(), name: Some("no id".into()) });
+            NewOpportunity { fields: opportunity(Some(r.clone())), account: None, contact: None, solutions: rows }
+        }
+    };
+    let err = crm.create_opportunity_with(&new).await.unwrap_err();
+    assert!(matches!(err, CrmError::Invalid { .. }), "{err:?}");
+    assert_eq!(h.count_opportunities_with_referral(r.as_str()).await, 0);
+    assert_eq!(crm.find_customer(&fabrikam(), None).await.unwrap().account, None);
+    // Nothing half-made blocks the retry.
+    let ok = NewOpportunity { fields: opportunity(Some(r.clone())), solutions: solutions(&["SOL-A"]), ..new };
+    assert!(crm.create_opportunity_with(&ok).await.unwrap().created);
+    assert_eq!(h.count_opportunities_with_referral(r.as_str()).await, 1);
+}
+
 macro_rules! contract_suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -523,6 +670,18 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn an_exhausted_budget_stops_calls_before_they_reach_the_crm() {
                 super::an_exhausted_budget_stops_calls_before_they_reach_the_crm::<$harness>().await
+            }
+            #[tokio::test]
+            async fn a_customer_is_found_with_its_contact_in_one_call() {
+                super::a_customer_is_found_with_its_contact_in_one_call::<$harness>().await
+            }
+            #[tokio::test]
+            async fn an_opportunity_is_created_with_its_new_customer_and_solutions() {
+                super::an_opportunity_is_created_with_its_new_customer_and_solutions::<$harness>().await
+            }
+            #[tokio::test]
+            async fn a_refused_create_leaves_nothing_behind() {
+                super::a_refused_create_leaves_nothing_behind::<$harness>().await
             }
             #[tokio::test]
             async fn every_call_is_charged_to_the_budget() {

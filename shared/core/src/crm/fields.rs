@@ -74,6 +74,10 @@ pub struct SolutionSchema {
     pub name: String,
     /// The lookup to the opportunity (Dataverse: navigation property; Salesforce: reference field).
     pub opportunity_lookup: String,
+    /// The opportunity's collection of these rows (Dataverse: the one-to-many relationship's
+    /// collection-valued navigation property, for deep insert and `$expand`; Salesforce: the child
+    /// relationship name).
+    pub opportunity_collection: String,
 }
 
 /// Every CRM column name the adapters use, with per-CRM defaults.
@@ -107,6 +111,9 @@ pub struct CrmFieldMap {
     pub contact_email: String,
     pub contact_phone: String,
     pub contact_account: String,
+    /// An account's contacts (Dataverse: collection-valued navigation property, for `$expand`;
+    /// Salesforce: the child relationship name).
+    pub account_contacts: String,
     // lead
     pub lead_topic: String,
     pub lead_first_name: String,
@@ -178,6 +185,7 @@ impl CrmFieldMap {
                 contact_email: s("emailaddress1"),
                 contact_phone: s("telephone1"),
                 contact_account: s("parentcustomerid"),
+                account_contacts: s("contact_customer_accounts"),
                 lead_topic: s("subject"),
                 lead_first_name: s("firstname"),
                 lead_last_name: s("lastname"),
@@ -203,6 +211,7 @@ impl CrmFieldMap {
                     solution_id: s("cosell_solutionid"),
                     name: s("cosell_name"),
                     opportunity_lookup: s("cosell_opportunityid"),
+                    opportunity_collection: s("cosell_opportunity_cosell_pcsolution"),
                 },
                 stage: s("statuscode"),
                 stage_active: s("1"),
@@ -243,6 +252,7 @@ impl CrmFieldMap {
                 contact_email: s("Email"),
                 contact_phone: s("Phone"),
                 contact_account: s("AccountId"),
+                account_contacts: s("Contacts"),
                 lead_topic: s("Title"),
                 lead_first_name: s("FirstName"),
                 lead_last_name: s("LastName"),
@@ -268,6 +278,7 @@ impl CrmFieldMap {
                     solution_id: s("Solution_Identifier__c"),
                     name: s("Name"),
                     opportunity_lookup: s("Opportunity__c"),
+                    opportunity_collection: s("Microsoft_Solutions__r"),
                 },
                 stage: s("StageName"),
                 stage_active: s("Prospecting"),
@@ -414,6 +425,7 @@ struct Raw {
     contact_email: String,
     contact_phone: String,
     contact_account: String,
+    account_contacts: String,
     lead_topic: String,
     lead_first_name: String,
     lead_last_name: String,
@@ -450,13 +462,13 @@ macro_rules! mirror {
 
 mirror!(CrmFieldMap => Raw { crm, opportunity_name, deal_value, close_date, description, currency, multi_currency,
     opportunity_account, opportunity_contact, account_name, account_postal_code, account_country, account_match,
-    contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, lead_topic,
+    contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, account_contacts, lead_topic,
     lead_first_name, lead_last_name, lead_company, lead_email, lead_phone, lead_country, lead_description,
     lead_deal_value, cosell, solutions, stage, stage_active, stage_on_hold, stage_won, stage_lost, lead_status_new,
     help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads });
 mirror!(Raw => CrmFieldMap { crm, opportunity_name, deal_value, close_date, description, currency, multi_currency,
     opportunity_account, opportunity_contact, account_name, account_postal_code, account_country, account_match,
-    contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, lead_topic,
+    contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, account_contacts, lead_topic,
     lead_first_name, lead_last_name, lead_company, lead_email, lead_phone, lead_country, lead_description,
     lead_deal_value, cosell, solutions, stage, stage_active, stage_on_hold, stage_won, stage_lost, lead_status_new,
     help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads });

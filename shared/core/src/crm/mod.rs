@@ -245,6 +245,49 @@ pub struct Created<T> {
     pub created: bool,
 }
 
+/// A deal's customer as the CRM has it: the account matched on the configured keys and, within
+/// it, the contact with the deal's e-mail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub account: Option<AccountRecord>,
+    pub contact: Option<ContactRecord>,
+}
+
+/// A solution to link to a new opportunity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSolution {
+    /// Partner Center solution id.
+    pub solution_id: String,
+    pub name: Option<String>,
+}
+
+/// A new opportunity with what it needs that the CRM does not have yet: created together, in as
+/// few calls as the CRM's protocol allows ([`CrmPort::create_opportunity_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewOpportunity {
+    /// The opportunity; `account_id` / `contact_id` name existing rows.
+    pub fields: OpportunityFields,
+    /// An account to create with it (when `fields.account_id` is `None`).
+    pub account: Option<AccountFields>,
+    /// A contact to create with it, in `fields.account_id` or in the new `account`.
+    pub contact: Option<ContactFields>,
+    pub solutions: Vec<NewSolution>,
+}
+
+/// What [`CrmPort::create_opportunity_with`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedOpportunity {
+    pub record: OpportunityRecord,
+    /// `false`: an opportunity with this referral id existed already; it is returned as it is and
+    /// nothing was created (no account, contact or solution row either).
+    pub created: bool,
+    /// The accounts and contacts created by this call.
+    pub account: Option<AccountRecord>,
+    pub contact: Option<ContactRecord>,
+    /// The solution rows created by this call.
+    pub solutions: Vec<SolutionRecord>,
+}
+
 /// Which kind of record a change is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
@@ -366,6 +409,27 @@ pub trait CrmPort: Send + Sync {
         fields: &AccountFields,
     ) -> impl Future<Output = Result<Option<AccountRecord>, CrmError>> + Send;
 
+    /// The customer of a new deal: the account matching `account` (as [`CrmPort::find_account`]) and,
+    /// when `email` is given, that account's contact with this e-mail (as [`CrmPort::find_contact`]).
+    /// 1 API call (Dataverse: the contacts expanded under the account; Salesforce: both queries in
+    /// one composite request).
+    fn find_customer(
+        &self,
+        account: &AccountFields,
+        email: Option<&str>,
+    ) -> impl Future<Output = Result<Customer, CrmError>> + Send;
+
+    /// Creates an opportunity together with its new account, contact and solution rows, idempotent
+    /// on the referral id as [`CrmPort::create_opportunity`]. Salesforce: 1 API call (one
+    /// all-or-none composite request). Dataverse: 1 API call (deep insert of the solution rows), plus
+    /// 1 when an account or contact is new (a deep insert cannot bind the opportunity to a row it
+    /// creates inside the contact's body, so the contact and its account go first, in one call).
+    /// Errors: `Invalid { field }`, `NotFound` (an account or contact named by id).
+    fn create_opportunity_with(
+        &self,
+        new: &NewOpportunity,
+    ) -> impl Future<Output = Result<CreatedOpportunity, CrmError>> + Send;
+
     /// Creates an account. Errors: `Invalid { field }`. 1 API call.
     fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send;
 
@@ -478,6 +542,19 @@ impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
         fields: &AccountFields,
     ) -> impl Future<Output = Result<Option<AccountRecord>, CrmError>> + Send {
         (**self).find_account(fields)
+    }
+    fn find_customer(
+        &self,
+        account: &AccountFields,
+        email: Option<&str>,
+    ) -> impl Future<Output = Result<Customer, CrmError>> + Send {
+        (**self).find_customer(account, email)
+    }
+    fn create_opportunity_with(
+        &self,
+        new: &NewOpportunity,
+    ) -> impl Future<Output = Result<CreatedOpportunity, CrmError>> + Send {
+        (**self).create_opportunity_with(new)
     }
     fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send {
         (**self).create_account(fields)

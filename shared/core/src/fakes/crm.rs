@@ -8,8 +8,9 @@ use super::{Crash, lock};
 use crate::clock::Clock;
 use crate::crm::{
     AccountFields, AccountRecord, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome, ContactFields, ContactRecord,
-    CosellFields, Created, CrmError, CrmIdentity, CrmKind, CrmPort, DealState, LeadFields, LeadRecord, LeadState,
-    OpportunityFields, OpportunityRecord, RecordMeta, SolutionRecord,
+    CosellFields, Created, CreatedOpportunity, CrmError, CrmIdentity, CrmKind, CrmPort, Customer, DealState,
+    LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields, OpportunityRecord, RecordMeta,
+    SolutionRecord,
 };
 use crate::ids::{CrmRef, ReferralId};
 
@@ -57,6 +58,38 @@ fn merge_lead(into: &mut LeadFields, from: &LeadFields) {
     }
     take!(topic, first_name, last_name, company, email, phone, country, description, deal_value);
     merge_cosell(&mut into.cosell, &from.cosell);
+}
+
+/// The new account and contact of a [`NewOpportunity`], bound into its fields.
+fn create_customer(
+    inner: &mut Inner,
+    new: &NewOpportunity,
+    fields: &mut OpportunityFields,
+    account: &mut Option<AccountRecord>,
+    contact: &mut Option<ContactRecord>,
+) -> Result<(), CrmError> {
+    if let Some(a) = &new.account {
+        inner.seq += 1;
+        let a = AccountRecord { id: format!("acc-{}", inner.seq), fields: a.clone() };
+        inner.accounts.insert(a.id.clone(), a.clone());
+        fields.account_id = Some(a.id.clone());
+        *account = Some(a);
+    }
+    if let Some(c) = &new.contact {
+        let account_id = fields.account_id.clone().ok_or_else(|| CrmError::Invalid {
+            field: Some("account".into()),
+            message: "a new contact needs an account".into(),
+        })?;
+        if !inner.accounts.contains_key(&account_id) {
+            return Err(not_found("account", &account_id));
+        }
+        inner.seq += 1;
+        let c = ContactRecord { id: format!("con-{}", inner.seq), account_id: Some(account_id), fields: c.clone() };
+        inner.contacts.insert(c.id.clone(), c.clone());
+        fields.contact_id = Some(c.id.clone());
+        *contact = Some(c);
+    }
+    Ok(())
 }
 
 fn not_found(entity: &str, id: &str) -> CrmError {
@@ -364,6 +397,107 @@ impl CrmPort for InMemoryCrm {
             .values()
             .find(|a| a.fields.name.eq_ignore_ascii_case(&fields.name) && a.fields.postal_code == fields.postal_code)
             .cloned())
+    }
+
+    async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
+        let inner = self.call(1);
+        let account = inner
+            .accounts
+            .values()
+            .find(|a| a.fields.name.eq_ignore_ascii_case(&account.name) && a.fields.postal_code == account.postal_code)
+            .cloned();
+        let contact = match (&account, email) {
+            (Some(a), Some(email)) => inner
+                .contacts
+                .values()
+                .find(|c| {
+                    c.account_id.as_deref() == Some(a.id.as_str())
+                        && c.fields.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
+                })
+                .cloned(),
+            _ => None,
+        };
+        Ok(Customer { account, contact })
+    }
+
+    /// As the adapters count it: Salesforce one composite call; Dataverse one deep insert, after one
+    /// call for a new contact (with its new account) or a new account.
+    async fn create_opportunity_with(&self, new: &NewOpportunity) -> Result<CreatedOpportunity, CrmError> {
+        let mut fields = new.fields.clone();
+        let mut created_account = None;
+        let mut created_contact = None;
+        let mut inner = match self.kind {
+            CrmKind::Dynamics if new.account.is_some() || new.contact.is_some() => {
+                let mut inner = self.write(1)?;
+                create_customer(&mut inner, new, &mut fields, &mut created_account, &mut created_contact)?;
+                drop(inner);
+                self.write(1)?
+            }
+            CrmKind::Dynamics => self.write(1)?,
+            CrmKind::Salesforce => {
+                let inner = self.write(1)?;
+                if let Some(rid) = &fields.cosell.referral_id
+                    && let Some((o, _)) =
+                        inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
+                {
+                    // DUPLICATE_VALUE on the external id: the all-or-none composite wrote nothing.
+                    return Ok(CreatedOpportunity {
+                        record: o.clone(),
+                        created: false,
+                        account: None,
+                        contact: None,
+                        solutions: Vec::new(),
+                    });
+                }
+                let mut inner = inner;
+                create_customer(&mut inner, new, &mut fields, &mut created_account, &mut created_contact)?;
+                inner
+            }
+        };
+        if let Some(rid) = &fields.cosell.referral_id
+            && let Some((o, _)) =
+                inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
+        {
+            return Ok(CreatedOpportunity {
+                record: o.clone(),
+                created: false,
+                account: created_account,
+                contact: created_contact,
+                solutions: Vec::new(),
+            });
+        }
+        if fields.close_date.is_none() {
+            return Err(CrmError::Invalid { field: Some("close date".into()), message: "required".into() });
+        }
+        let meta = self.meta(&mut inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let state = if fields.on_hold == Some(true) { DealState::OnHold } else { DealState::Open };
+        let o = OpportunityRecord {
+            id: format!("opp-{seq}"),
+            meta,
+            state,
+            stage: None,
+            fields: OpportunityFields { on_hold: None, ..fields },
+        };
+        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        let mut solutions = Vec::new();
+        for s in &new.solutions {
+            inner.seq += 1;
+            let row = SolutionRecord {
+                id: format!("sol-row-{}", inner.seq),
+                solution_id: s.solution_id.clone(),
+                name: s.name.clone(),
+            };
+            inner.solutions.insert(row.id.clone(), (o.id.clone(), row.clone()));
+            solutions.push(row);
+        }
+        Ok(CreatedOpportunity {
+            record: o,
+            created: true,
+            account: created_account,
+            contact: created_contact,
+            solutions,
+        })
     }
 
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::crm::{AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, DealState};
+use crate::crm::{AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, DealState, NewOpportunity};
 use crate::ids::{CrmRef, ReferralId};
 use crate::ports::partner_center::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use crate::ports::state::{AuditEntry, AuditKind, AuditLog, Link, LinkStore, StateError, SyncMark};
@@ -468,7 +468,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     /// Applies `plan`, starting from the state it was made from.
     pub async fn execute(&self, plan: &Plan, loaded: Loaded) -> Result<Outcome, ExecFailure> {
         let resuming = loaded.link.as_ref().and_then(link_extra::intent) == Some(link_extra::CREATE_REFERRAL);
-        let mut cx = Context { loaded, account: None, account_created: false, contact: None, api_writes: 0 };
+        let mut cx = Context { loaded, account: None, contact: None, api_writes: 0 };
         for step in &plan.steps {
             self.step(step, &mut cx, resuming).await?;
         }
@@ -487,36 +487,37 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             cx.api_writes += 1;
         }
         match step {
-            Step::EnsureAccount { fields } => {
-                let account = match self.crm.find_account(fields).await? {
-                    Some(a) => a,
-                    None => {
-                        cx.account_created = true;
-                        self.crm.create_account(fields).await?
+            Step::CreateOpportunity { fields, on_hold, account, contact, solutions } => {
+                let mut new =
+                    NewOpportunity { fields: fields.clone(), solutions: solutions.clone(), ..Default::default() };
+                if let Some(account) = account {
+                    let email = contact.as_ref().and_then(|c| c.email.as_deref());
+                    let found = self.crm.find_customer(account, email).await?;
+                    match &found.account {
+                        Some(a) => new.fields.account_id = Some(a.id.clone()),
+                        None => new.account = Some(account.clone()),
                     }
-                };
-                cx.account = Some(account);
-            }
-            Step::EnsureContact { fields } => {
-                let account =
-                    cx.account.as_ref().map(|a| a.id.clone()).ok_or_else(|| internal("contact before account"))?;
-                let email = fields.email.clone().unwrap_or_default();
-                // A contact of an account created a moment ago cannot exist yet: no lookup. (A retry
-                // after a crash finds the account, so it looks the contact up again.)
-                let existing = if cx.account_created { None } else { self.crm.find_contact(&account, &email).await? };
-                let contact = match existing {
-                    Some(c) => c,
-                    None => self.crm.create_contact(&account, fields).await?,
-                };
-                cx.contact = Some(contact);
-            }
-            Step::CreateOpportunity { fields, on_hold } => {
-                let mut fields = fields.clone();
-                fields.account_id = cx.account.as_ref().map(|a| a.id.clone());
-                fields.contact_id = cx.contact.as_ref().map(|c| c.id.clone());
-                let created = self.crm.create_opportunity(&fields).await?;
+                    match &found.contact {
+                        Some(c) => new.fields.contact_id = Some(c.id.clone()),
+                        None => new.contact = contact.clone(),
+                    }
+                    cx.account = found.account;
+                    cx.contact = found.contact;
+                }
+                let created = self.crm.create_opportunity_with(&new).await?;
+                cx.account = created.account.or(cx.account.take());
+                cx.contact = created.contact.or(cx.contact.take());
                 let mut record = created.record;
-                let solutions = if created.created { Vec::new() } else { self.crm.list_solutions(&record.id).await? };
+                let mut rows = created.solutions;
+                if !created.created {
+                    // Created by an earlier attempt: its rows are whatever that attempt left.
+                    rows = self.crm.list_solutions(&record.id).await?;
+                    for s in solutions {
+                        if !rows.iter().any(|r| r.solution_id == s.solution_id) {
+                            rows.push(self.crm.add_solution(&record.id, &s.solution_id, s.name.as_deref()).await?);
+                        }
+                    }
+                }
                 if *on_hold && record.state == DealState::Open {
                     record = self.crm.set_on_hold(&record.id, true).await?;
                 }
@@ -524,7 +525,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                     record,
                     account: cx.account.clone(),
                     contact: cx.contact.clone(),
-                    solutions,
+                    solutions: rows,
                 });
             }
             Step::CreateLead { fields } => {
@@ -761,8 +762,6 @@ fn not_found_none<T>(e: CrmError) -> Result<Option<T>, CrmError> {
 struct Context {
     loaded: Loaded,
     account: Option<AccountRecord>,
-    /// This sync created the account, so none of its contacts can exist yet.
-    account_created: bool,
     contact: Option<ContactRecord>,
     api_writes: usize,
 }

@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::crm::{AccountFields, CloseOutcome, ContactFields, CosellFields, LeadFields, OpportunityFields, Visibility};
+use crate::crm::{
+    AccountFields, CloseOutcome, ContactFields, CosellFields, LeadFields, NewSolution, OpportunityFields, Visibility,
+};
 use crate::ports::state::{AuditKind, Link, SyncMark};
 use crate::referral::{
     Address, AssistanceRequestCode, Consent, CustomerProfile, InviteContext, LenientNumber, Lifecycle, Member, PatchOp,
@@ -51,18 +53,15 @@ pub struct SyncInput<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    /// Find the customer account on the configured keys, or create it.
-    EnsureAccount {
-        fields: AccountFields,
-    },
-    /// Find the contact by e-mail within the account, or create it.
-    EnsureContact {
-        fields: ContactFields,
-    },
-    /// Create the opportunity (idempotent on the referral id).
+    /// Create the opportunity (idempotent on the referral id) with its customer and solutions: the
+    /// account is found on the configured keys and the contact by e-mail within it (one read), and
+    /// whatever is missing is created together with the opportunity.
     CreateOpportunity {
         fields: OpportunityFields,
         on_hold: bool,
+        account: Option<AccountFields>,
+        contact: Option<ContactFields>,
+        solutions: Vec<NewSolution>,
     },
     /// Create the lead (idempotent on the referral id).
     CreateLead {
@@ -302,28 +301,23 @@ fn plan_new_inbound(input: &SyncInput<'_>, r: &Referral) -> Plan {
         "lead"
     } else {
         let customer = r.customer_profile.as_ref();
-        if let Some(name) = customer.and_then(|c| c.name.clone()) {
+        let account = customer.and_then(|c| c.name.clone()).map(|name| {
             let address = customer.and_then(|c| c.address.as_ref());
-            steps.push(Step::EnsureAccount {
-                fields: AccountFields {
-                    name,
-                    postal_code: address.and_then(|a| a.postal_code.clone()),
-                    country: address.and_then(|a| a.country.as_deref()).map(|c| country_for_crm(c, config)),
-                },
-            });
-            if let Some(person) =
-                customer.and_then(|c| c.team.as_ref()).and_then(|t| t.iter().find(|m| m.email.is_some()))
-            {
-                steps.push(Step::EnsureContact {
-                    fields: ContactFields {
-                        first_name: person.first_name.clone(),
-                        last_name: person.last_name.clone().unwrap_or_else(|| "(unknown)".into()),
-                        email: person.email.clone(),
-                        phone: person.phone_number.clone(),
-                    },
-                });
+            AccountFields {
+                name,
+                postal_code: address.and_then(|a| a.postal_code.clone()),
+                country: address.and_then(|a| a.country.as_deref()).map(|c| country_for_crm(c, config)),
             }
-        }
+        });
+        let contact = account
+            .as_ref()
+            .and(customer.and_then(|c| c.team.as_ref()).and_then(|t| t.iter().find(|m| m.email.is_some())))
+            .map(|person| ContactFields {
+                first_name: person.first_name.clone(),
+                last_name: person.last_name.clone().unwrap_or_else(|| "(unknown)".into()),
+                email: person.email.clone(),
+                phone: person.phone_number.clone(),
+            });
         steps.push(Step::CreateOpportunity {
             fields: OpportunityFields {
                 name: Some(marked(&name, config, true)),
@@ -338,11 +332,14 @@ fn plan_new_inbound(input: &SyncInput<'_>, r: &Referral) -> Plan {
                 on_hold: Some(lifecycle != Lifecycle::ActiveAccepted),
             },
             on_hold: lifecycle != Lifecycle::ActiveAccepted,
+            account,
+            contact,
+            solutions: pc
+                .solutions
+                .iter()
+                .map(|s| NewSolution { solution_id: s.clone(), name: solution_name(r, s) })
+                .collect(),
         });
-        for s in &pc.solutions {
-            let name = solution_name(r, s);
-            steps.push(Step::AddSolution { solution_id: s.clone(), name });
-        }
         "opportunity"
     };
     if r.external_reference_id.as_deref().is_none_or(str::is_empty) {

@@ -728,9 +728,12 @@ async fn api_calls_per_scenario_are_the_minimum_the_ports_allow() {
     let w = World::new(CrmKind::Dynamics);
     let (ours, _) = seed_inbound_cosell(&w);
     w.sync_referral(&rid(&ours)).await.unwrap();
-    // get referral + engagement + write back CRM id; find by referral id + account (find, create) +
-    // contact (created at once: its account is new) + create opportunity (on hold) + 1 solution.
-    assert_eq!(w.calls(), (3, 6), "PC → CRM create, co-sell with one solution");
+    // PC: get referral + engagement + write back the CRM id. Dataverse: find by referral id + the
+    // customer (account with its contact expanded) + the new contact with its new account (one deep
+    // insert) + the opportunity, on hold, with its solution row (one deep insert).
+    assert_eq!(w.calls(), (3, 4), "PC → CRM create, co-sell with one solution, new customer (Dataverse)");
+    assert_eq!(w.crm.solution_ids(&w.crm.opportunities()[0].id), ["SOL-AZ-MIG"]);
+    assert_eq!((w.crm.accounts().len(), w.crm.contacts().len()), (1, 1));
 
     let before = w.calls();
     w.sync_referral(&rid(&ours)).await.unwrap();
@@ -741,6 +744,28 @@ async fn api_calls_per_scenario_are_the_minimum_the_ports_allow() {
     w.pc.edit(&rid(&ours), &[PatchOp::replace("/details/dealValue", 60_000)]);
     w.sync_referral(&rid(&ours)).await.unwrap();
     assert_eq!((w.calls().0 - before.0, w.calls().1 - before.1), (2, 3), "PC → CRM update: reads + one CRM write");
+
+    // The customer exists already: found in the one read, the opportunity binds to it.
+    let w = World::new(CrmKind::Dynamics);
+    let account = w.crm.seed_account(AccountFields {
+        name: "Contoso Ltd".into(),
+        postal_code: Some("98052".into()),
+        country: Some("US".into()),
+    });
+    w.crm.seed_contact(
+        &account.id,
+        ContactFields { last_name: "Doe".into(), email: Some("jane@contoso.com".into()), ..Default::default() },
+    );
+    let (ours, _) = seed_inbound_cosell(&w);
+    w.sync_referral(&rid(&ours)).await.unwrap();
+    assert_eq!(w.calls(), (3, 3), "PC → CRM create, co-sell, existing customer (Dataverse)");
+    assert_eq!((w.crm.accounts().len(), w.crm.contacts().len()), (1, 1), "the customer is reused");
+
+    // Salesforce: everything new in one all-or-none composite request.
+    let w = World::new(CrmKind::Salesforce);
+    let (ours, _) = seed_inbound_cosell(&w);
+    w.sync_referral(&rid(&ours)).await.unwrap();
+    assert_eq!(w.calls(), (3, 3), "PC → CRM create, co-sell with one solution, new customer (Salesforce)");
 
     let w = World::new(CrmKind::Salesforce);
     let o = seed_outbound(&w, Some("US"), true, 1);

@@ -14,6 +14,7 @@
 //!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user).
 
 mod batch;
+mod expand;
 mod odata;
 mod schema;
 
@@ -577,6 +578,172 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The `$expand` of a request, checked against the table.
+    fn expands(&self, req: &Req, set: &str) -> Result<Vec<expand::Expand>, ApiError> {
+        let Some(raw) = req.query.get("$expand") else { return Ok(Vec::new()) };
+        let list = expand::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "0x80060888", &e))?;
+        let def = &self.table(set)?.def;
+        for e in &list {
+            let target = match (def.lookup_by_nav(&e.nav), def.collection(&e.nav)) {
+                (Some(l), _) => {
+                    if e.filter.is_some() || e.top.is_some() || !e.orderby.is_empty() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "0x80060888",
+                            &format!(
+                                "Only $select is supported when expanding the single-valued property '{}'.",
+                                e.nav
+                            ),
+                        ));
+                    }
+                    l.target_set.clone()
+                }
+                (None, Some(c)) => c.child_set.clone(),
+                (None, None) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "0x80060888",
+                        &format!(
+                            "Could not find a property named '{}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                            e.nav, def.logical
+                        ),
+                    ));
+                }
+            };
+            self.check_select(&target, e.select.as_deref())?;
+            let child = &self.table(&target)?.def;
+            let mut props: Vec<String> = e.orderby.iter().map(|(c, _)| c.clone()).collect();
+            if let Some(f) = &e.filter {
+                f.props(&mut props);
+            }
+            if let Some(p) = props.iter().find(|p| !child.readable(p)) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "0x80060888",
+                    &format!(
+                        "Could not find a property named '{p}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                        child.logical
+                    ),
+                ));
+            }
+        }
+        Ok(list)
+    }
+
+    /// Renders a row with its expanded navigation properties.
+    fn render_expanded(
+        &self,
+        set: &str,
+        id: &str,
+        select: Option<&[String]>,
+        expands: &[expand::Expand],
+    ) -> Option<Value> {
+        let mut v = self.render(set, id, select)?;
+        let t = self.tables.get(set)?;
+        let row = t.rows.get(id)?;
+        let out = v.as_object_mut()?;
+        for e in expands {
+            if let Some(l) = t.def.lookup_by_nav(&e.nav) {
+                // A multi-table lookup shares its value: only the navigation property of the
+                // table the value points to expands to a row.
+                let target = row.values.get(&l.value_prop).and_then(Value::as_str);
+                let related = target.and_then(|tid| self.render(&l.target_set, tid, e.select.as_deref()));
+                out.insert(e.nav.clone(), related.unwrap_or(Value::Null));
+            } else if let Some(c) = t.def.collection(&e.nav) {
+                let child = self.tables.get(&c.child_set)?;
+                let value_prop = child.def.lookup_by_nav(&c.child_lookup)?.value_prop.clone();
+                let mut rows: Vec<&Row> = child
+                    .rows
+                    .values()
+                    .filter(|r| r.values.get(&value_prop).and_then(Value::as_str) == Some(id))
+                    .filter(|r| e.filter.as_ref().is_none_or(|f| f.eval(&r.values)))
+                    .collect();
+                rows.sort_by_key(|r| r.seq);
+                sort_rows(&mut rows, &e.orderby);
+                if let Some(top) = e.top {
+                    rows.truncate(top);
+                }
+                let related: Vec<Value> =
+                    rows.iter().filter_map(|r| self.render(&c.child_set, &r.id, e.select.as_deref())).collect();
+                out.insert(e.nav.clone(), Value::Array(related));
+            }
+        }
+        Some(v)
+    }
+
+    /// Deep insert: a lookup given as an object creates that row first and binds it; a collection
+    /// given as an array creates its rows after this one, bound to it. All or nothing: on an error
+    /// every row created so far is removed again.
+    fn insert_deep(&mut self, set: &str, body: Map<String, Value>, user: &str) -> Result<String, ApiError> {
+        let mut created = Vec::new();
+        match self.insert_nested(set, body, user, &mut created) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                for (set, id) in created {
+                    if let Some(t) = self.tables.get_mut(&set) {
+                        t.rows.remove(&id);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn insert_nested(
+        &mut self,
+        set: &str,
+        body: Map<String, Value>,
+        user: &str,
+        created: &mut Vec<(String, String)>,
+    ) -> Result<String, ApiError> {
+        let def = self.table(set)?.def.clone();
+        let mut flat = Map::new();
+        let mut children = Vec::new();
+        for (k, v) in body {
+            if let (Some(l), Value::Object(nested)) = (def.lookup_by_nav(&k), &v) {
+                let id = self.insert_nested(&l.target_set, nested.clone(), user, created)?;
+                flat.insert(format!("{k}@odata.bind"), json!(format!("/{}({id})", l.target_set)));
+            } else if let Some(c) = def.collection(&k) {
+                let items = v.as_array().cloned().ok_or_else(|| {
+                    ApiError::payload(set, &format!("the collection-valued navigation property {k} takes an array"))
+                })?;
+                children.push((c.clone(), items));
+            } else {
+                flat.insert(k, v);
+            }
+        }
+        let id = self.insert(set, flat, user)?;
+        created.push((set.to_owned(), id.clone()));
+        for (c, items) in children {
+            for item in items {
+                let Value::Object(mut m) = item else {
+                    return Err(ApiError::payload(&c.child_set, &format!("the items of {} must be objects", c.nav)));
+                };
+                m.insert(format!("{}@odata.bind", c.child_lookup), json!(format!("/{set}({id})")));
+                self.insert_nested(&c.child_set, m, user, created)?;
+            }
+        }
+        Ok(id)
+    }
+}
+
+fn sort_rows(rows: &mut [&Row], keys: &[(String, bool)]) {
+    if keys.is_empty() {
+        return;
+    }
+    rows.sort_by(|a, b| {
+        for (c, desc) in keys {
+            let o = cmp_json(a.values.get(c), b.values.get(c));
+            let o = if *desc { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+}
+
 fn split_set_key(rel: &str) -> Option<(&str, Option<&str>)> {
     match rel.find('(') {
         Some(i) if rel.ends_with(')') => Some((&rel[..i], Some(&rel[i + 1..rel.len() - 1]))),
@@ -978,7 +1145,10 @@ impl Db {
     fn respond_row(&self, req: &Req, set: &str, id: &str, status: StatusCode) -> Result<Response, ApiError> {
         let select = req.select();
         self.check_select(set, select.as_deref())?;
-        let mut v = self.render(set, id, select.as_deref()).ok_or_else(|| ApiError::row_missing(set, id))?;
+        // `$expand` is ignored on PATCH (crm-apis.md A6).
+        let expands = if req.method == Method::PATCH { Vec::new() } else { self.expands(req, set)? };
+        let mut v =
+            self.render_expanded(set, id, select.as_deref(), &expands).ok_or_else(|| ApiError::row_missing(set, id))?;
         let sel = select.map(|s| format!("({})", s.join(","))).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             let mut with_ctx = Map::new();
@@ -1033,6 +1203,8 @@ impl Db {
 
     fn create(&mut self, req: &Req, set: &str) -> Result<Response, ApiError> {
         let body = Self::body(req, set)?;
+        self.check_select(set, req.select().as_deref())?;
+        self.expands(req, set)?;
         let mut body_no_state = body.clone();
         if set == "opportunities" && matches!(body.get("statecode").and_then(Value::as_i64), Some(1 | 2)) {
             body_no_state.remove("statecode");
@@ -1042,7 +1214,7 @@ impl Db {
                 "An opportunity cannot be created closed.",
             ));
         }
-        let id = self.insert(set, body_no_state, APP_USER_ID)?;
+        let id = self.insert_deep(set, body_no_state, APP_USER_ID)?;
         self.written(req, set, &id, true, None)
     }
 
@@ -1163,6 +1335,7 @@ impl Db {
             ));
         }
         let def = self.table(set)?.def.clone();
+        let expands = self.expands(req, set)?;
         let filter = match req.query.get("$filter") {
             Some(f) => {
                 let e = odata::parse_filter(f).map_err(|e| {
@@ -1209,16 +1382,7 @@ impl Db {
                     ));
                 }
             }
-            rows.sort_by(|a, b| {
-                for (c, desc) in &keys {
-                    let o = cmp_json(a.values.get(c), b.values.get(c));
-                    let o = if *desc { o.reverse() } else { o };
-                    if o != std::cmp::Ordering::Equal {
-                        return o;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
+            sort_rows(&mut rows, &keys);
         }
         let total = rows.len();
         let max_page = prefer
@@ -1242,7 +1406,8 @@ impl Db {
         let start = (page - 1) * page_size;
         let slice: Vec<String> = rows.iter().skip(start).take(page_size).map(|r| r.id.clone()).collect();
         let more = rows.len() > start + page_size;
-        let value: Vec<Value> = slice.iter().filter_map(|id| self.render(set, id, select.as_deref())).collect();
+        let value: Vec<Value> =
+            slice.iter().filter_map(|id| self.render_expanded(set, id, select.as_deref(), &expands)).collect();
         let sel = select.as_ref().map(|s| format!("({})", s.join(","))).unwrap_or_default();
         let mut out = Map::new();
         out.insert("@odata.context".into(), json!(format!("{}{API}$metadata#{set}{sel}", self.base_url)));

@@ -51,6 +51,16 @@ pub(crate) struct Lookup {
     pub value_prop: String,
 }
 
+/// A one-to-many relationship seen from the "one" side: a collection-valued navigation property
+/// (deep insert, `$expand`).
+#[derive(Debug, Clone)]
+pub(crate) struct Collection {
+    pub nav: String,
+    pub child_set: String,
+    /// The child's lookup (navigation property) back to this table.
+    pub child_lookup: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     pub logical: String,
@@ -58,6 +68,7 @@ pub(crate) struct Table {
     pub pk: String,
     pub columns: Vec<(String, Ty)>,
     pub lookups: Vec<Lookup>,
+    pub collections: Vec<Collection>,
     pub alt_keys: Vec<Vec<String>>,
     pub required: Vec<String>,
     /// statecode → allowed statuscodes; the first is the default.
@@ -75,6 +86,10 @@ impl Table {
 
     pub(crate) fn lookup_by_nav(&self, nav: &str) -> Option<&Lookup> {
         self.lookups.iter().find(|l| l.nav == nav)
+    }
+
+    pub(crate) fn collection(&self, nav: &str) -> Option<&Collection> {
+        self.collections.iter().find(|c| c.nav == nav)
     }
 
     /// Every property a row may show: columns, lookup values, system columns.
@@ -97,6 +112,10 @@ fn cols(list: &[(&str, Ty)]) -> Vec<(String, Ty)> {
 
 fn lk(nav: &str, target: &str, value: &str) -> Lookup {
     Lookup { nav: nav.into(), target_set: target.into(), value_prop: value.into() }
+}
+
+fn coll(nav: &str, child_set: &str, child_lookup: &str) -> Collection {
+    Collection { nav: nav.into(), child_set: child_set.into(), child_lookup: child_lookup.into() }
 }
 
 const COSELL: [(&str, Ty); 8] = [
@@ -152,6 +171,11 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 lk("transactioncurrencyid", "transactioncurrencies", "_transactioncurrencyid_value"),
                 lk("originatingleadid", "leads", "_originatingleadid_value"),
             ],
+            collections: vec![coll(
+                "cosell_opportunity_cosell_pcsolution",
+                "cosell_pcsolutions",
+                "cosell_opportunityid",
+            )],
             alt_keys: vec![vec!["cosell_referralid".into()]],
             required: vec!["name".into()],
             states: vec![(0, vec![1, 2]), (1, vec![3]), (2, vec![4, 5])],
@@ -164,6 +188,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             pk: "leadid".into(),
             columns: lead_cols,
             lookups: vec![lk("transactioncurrencyid", "transactioncurrencies", "_transactioncurrencyid_value")],
+            collections: vec![],
             alt_keys: vec![vec!["cosell_referralid".into()]],
             required: vec!["subject".into(), "lastname".into()],
             states: vec![(0, vec![1, 2]), (1, vec![3]), (2, vec![4, 5, 6, 7])],
@@ -190,6 +215,10 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 lk("primarycontactid", "contacts", "_primarycontactid_value"),
                 lk("parentaccountid", "accounts", "_parentaccountid_value"),
             ],
+            collections: vec![
+                coll("contact_customer_accounts", "contacts", "parentcustomerid_account"),
+                coll("opportunity_parent_account", "opportunities", "parentaccountid"),
+            ],
             alt_keys: vec![vec!["accountnumber".into()]],
             required: vec!["name".into()],
             states: vec![(0, vec![1]), (1, vec![2])],
@@ -214,6 +243,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 lk("parentcustomerid_account", "accounts", "_parentcustomerid_value"),
                 lk("parentcustomerid_contact", "contacts", "_parentcustomerid_value"),
             ],
+            collections: vec![],
             alt_keys: vec![],
             required: vec!["lastname".into()],
             states: vec![(0, vec![1]), (1, vec![2])],
@@ -231,6 +261,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 ("exchangerate", Ty::Money),
             ]),
             lookups: vec![],
+            collections: vec![],
             alt_keys: vec![vec!["isocurrencycode".into()]],
             required: vec!["isocurrencycode".into()],
             states: vec![],
@@ -243,6 +274,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             pk: "cosell_pcsolutionid".into(),
             columns: cols(&[("cosell_name", Ty::Text), ("cosell_solutionid", Ty::Text)]),
             lookups: vec![lk("cosell_opportunityid", "opportunities", "_cosell_opportunityid_value")],
+            collections: vec![],
             alt_keys: vec![],
             required: vec!["cosell_solutionid".into()],
             states: vec![],
@@ -260,6 +292,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 ("actualend", Ty::Date),
             ]),
             lookups: vec![lk("opportunityid", "opportunities", "_opportunityid_value")],
+            collections: vec![],
             alt_keys: vec![],
             required: vec![],
             states: vec![],
