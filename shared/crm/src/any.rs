@@ -4,7 +4,7 @@ use cosell_core::budget::ApiBudget;
 use cosell_core::crm::{
     AccountFields, AccountRecord, ChangeBatch, ChangeCursor, CloseOutcome, ContactFields, ContactRecord, Created,
     CreatedOpportunity, CrmError, CrmIdentity, CrmKind, CrmPort, Customer, LeadFields, LeadRecord, NewOpportunity,
-    OpportunityFields, OpportunityRecord, SolutionRecord,
+    OpportunityDetails, OpportunityFields, OpportunityKey, OpportunityRecord, SolutionRecord,
 };
 use cosell_core::ids::ReferralId;
 
@@ -90,6 +90,10 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
 
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
         dispatch!(self, c => c.find_account(fields))
+    }
+
+    async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
+        dispatch!(self, c => c.load_opportunity(key))
     }
 
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {

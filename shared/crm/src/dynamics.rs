@@ -13,8 +13,8 @@ use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::crm::{
     AccountFields, AccountMatchKey, AccountRecord, Change, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome,
     ContactFields, ContactRecord, CosellFields, Created, CreatedOpportunity, CrmError, CrmFieldMap, CrmIdentity,
-    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields,
-    OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
+    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityDetails,
+    OpportunityFields, OpportunityKey, OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
 };
 use cosell_core::{CrmRef, ReferralId};
 use reqwest::Method;
@@ -824,6 +824,60 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
         Ok(self.find_customer(fields, None).await?.account)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
+    async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
+        let f = &self.config.fields;
+        let s = &f.solutions;
+        let expand = format!(
+            "$expand={}($select={}id,{},{};$orderby=createdon%20asc),{}($select=accountid,{},{},{}),{}($select={})",
+            s.opportunity_collection,
+            s.entity,
+            s.solution_id,
+            s.name,
+            f.opportunity_account,
+            f.account_name,
+            f.account_postal_code,
+            f.account_country,
+            f.opportunity_contact,
+            self.contact_select()
+        );
+        let select = self.select(Entity::Opportunity);
+        let row = match key {
+            OpportunityKey::Id(id) => {
+                let url = self.url(&format!("opportunities({})?$select={select}&{expand}", row_id(id)?));
+                match self.send(Method::GET, &url, None, &[], ("opportunity", id)).await {
+                    Ok(resp) => resp.json()?,
+                    Err(CrmError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            OpportunityKey::Referral(referral) => {
+                let url = self.url(&format!(
+                    "opportunities?$select={select}&$filter={}%20eq%20{}&$top=1&{expand}",
+                    f.cosell.referral_id,
+                    literal(referral.as_str())
+                ));
+                let v = self.send(Method::GET, &url, None, &[], ("opportunity", referral.as_str())).await?.json()?;
+                match v.get("value").and_then(Value::as_array).and_then(|a| a.first()) {
+                    Some(row) => row.clone(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(OpportunityDetails {
+            record: self.opportunity_of(&row).await?,
+            solutions: row
+                .get(&s.opportunity_collection)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| self.solution_of(r))
+                .collect(),
+            account: row.get(&f.opportunity_account).and_then(|a| self.account_of(a)),
+            contact: row.get(&f.opportunity_contact).and_then(|c| self.contact_of(c)),
+        }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]

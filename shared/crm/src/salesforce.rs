@@ -15,8 +15,8 @@ use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::crm::{
     AccountFields, AccountMatchKey, AccountRecord, Change, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome,
     ContactFields, ContactRecord, CosellFields, Created, CreatedOpportunity, CrmError, CrmFieldMap, CrmIdentity,
-    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields,
-    OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
+    CrmKind, CrmPort, Customer, DealState, LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityDetails,
+    OpportunityFields, OpportunityKey, OpportunityRecord, RecordMeta, SolutionRecord, Visibility,
 };
 use cosell_core::{CrmRef, ReferralId};
 use reqwest::Method;
@@ -923,6 +923,88 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             .await?
             .json()?;
         Ok(v.get("records").and_then(Value::as_array).and_then(|r| r.first()).and_then(|r| self.account_of(r)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
+    async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
+        let f = &self.config.fields;
+        let s = &f.solutions;
+        let fields = self.select(Obj::Opportunity).join(",");
+        let (opportunity, what) = match key {
+            OpportunityKey::Id(id) => {
+                (self.data(&format!("sobjects/Opportunity/{}?fields={fields}", urlencoding::encode(id))), id)
+            }
+            OpportunityKey::Referral(r) => (
+                self.data(&format!(
+                    "sobjects/Opportunity/{}/{}?fields={fields}",
+                    f.cosell.referral_id,
+                    urlencoding::encode(r.as_str())
+                )),
+                r.as_str(),
+            ),
+        };
+        // Everything in one composite request; the dependents refer to the opportunity read first.
+        let solutions_q =
+            format!("SELECT Id, {}, {} FROM {} WHERE {} = '", s.solution_id, s.name, s.entity, s.opportunity_lookup);
+        let solutions_url = self.data(&format!(
+            "query?q={}@{{opportunity.Id}}{}",
+            urlencoding::encode(&solutions_q),
+            urlencoding::encode("' ORDER BY CreatedDate, Id")
+        ));
+        let account_url = self.data(&format!(
+            "sobjects/Account/@{{opportunity.{}}}?fields=Id,{},{},{}",
+            f.opportunity_account, f.account_name, f.account_postal_code, f.account_country
+        ));
+        let contact_url = self.data(&format!(
+            "sobjects/Contact/@{{opportunity.{}}}?fields=Id,{},{},{},{},{}",
+            f.opportunity_contact,
+            f.contact_first_name,
+            f.contact_last_name,
+            f.contact_email,
+            f.contact_phone,
+            f.contact_account
+        ));
+        let results = self
+            .composite(vec![
+                json!({"method": "GET", "url": opportunity, "referenceId": "opportunity"}),
+                json!({"method": "GET", "url": solutions_url, "referenceId": "solutions"}),
+                json!({"method": "GET", "url": account_url, "referenceId": "account"}),
+                json!({"method": "GET", "url": contact_url, "referenceId": "contact"}),
+            ])
+            .await?;
+        let [(os, ob), (ss, sb), (as_, ab), (cs, cb)] = results.as_slice() else {
+            return Err(unexpected("composite answered with the wrong number of results"));
+        };
+        match os {
+            404 => return Ok(None),
+            s if !(200..300).contains(s) => return Err(error_of(*s, ob, None, ("Opportunity", what))),
+            _ => {}
+        }
+        let record = self.opportunity_of(ob)?;
+        if !(200..300).contains(ss) {
+            return Err(error_of(*ss, sb, None, (&s.entity, &record.id)));
+        }
+        let solutions = sb
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let o = r.as_object()?;
+                Some(SolutionRecord {
+                    id: str_of(o, "Id")?,
+                    solution_id: str_of(o, &s.solution_id)?,
+                    name: str_of(o, &s.name),
+                })
+            })
+            .collect();
+        // An opportunity without an account or contact has its dependent read fail: there is none.
+        let related = |status: &u16, body: &Value, named: Option<&String>| {
+            named.is_some() && (200..300).contains(status) && body.get("Id").is_some()
+        };
+        let account = if related(as_, ab, record.fields.account_id.as_ref()) { self.account_of(ab) } else { None };
+        let contact = if related(cs, cb, record.fields.contact_id.as_ref()) { self.contact_of(cb) } else { None };
+        Ok(Some(OpportunityDetails { record, solutions, account, contact }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]

@@ -9,7 +9,7 @@ use cosell_core::ReferralId;
 use cosell_core::budget::Api;
 use cosell_core::crm::{
     AccountFields, ChangeKind, CloseOutcome, ContactFields, CosellFields, CrmError, CrmKind, CrmPort, DealState,
-    LeadFields, NewOpportunity, NewSolution, OpportunityFields, Visibility,
+    LeadFields, NewOpportunity, NewSolution, OpportunityFields, OpportunityKey, Visibility,
 };
 use harness::Harness;
 use serde_json::json;
@@ -578,6 +578,44 @@ async fn a_refused_create_leaves_nothing_behind<H: Harness>() {
     assert_eq!(h.count_opportunities_with_referral(r.as_str()).await, 1);
 }
 
+async fn an_opportunity_loads_with_its_rows_account_and_contact_in_one_call<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    let r = referral();
+    let created = crm
+        .create_opportunity_with(&NewOpportunity {
+            fields: opportunity(Some(r.clone())),
+            account: Some(fabrikam()),
+            contact: Some(jane()),
+            solutions: solutions(&["SOL-A", "SOL-B"]),
+        })
+        .await
+        .unwrap();
+    let bare = crm.create_opportunity(&opportunity(None)).await.unwrap().record;
+    for key in [OpportunityKey::Id(&created.record.id), OpportunityKey::Referral(&r)] {
+        let before = h.api_calls().await;
+        let d = crm.load_opportunity(key).await.unwrap().expect("the opportunity");
+        assert_eq!(h.api_calls().await - before, 1, "{key:?}: one call");
+        assert_eq!(d.record.id, created.record.id);
+        assert_eq!(d.record.fields.deal_value, Some(250_000.0));
+        let mut ids: Vec<_> = d.solutions.iter().map(|s| s.solution_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["SOL-A", "SOL-B"]);
+        assert_eq!(d.account, created.account);
+        assert_eq!(d.contact.as_ref().map(|c| &c.id), created.contact.as_ref().map(|c| &c.id));
+        assert_eq!(d.contact.map(|c| c.fields.email), Some(Some("jane@fabrikam.example".into())));
+    }
+    let d = crm.load_opportunity(OpportunityKey::Id(&bare.id)).await.unwrap().expect("the bare opportunity");
+    assert_eq!((d.solutions.len(), d.account, d.contact), (0, None, None), "nothing hangs off it");
+    assert_eq!(crm.load_opportunity(OpportunityKey::Referral(&referral())).await.unwrap(), None);
+    crm.create_opportunity(&opportunity(None)).await.unwrap();
+    let gone = match crm.kind() {
+        CrmKind::Dynamics => "0f6d4c2a-8e4b-ef11-a4e5-000d3a5b1234",
+        CrmKind::Salesforce => "006000000000000AAA",
+    };
+    assert_eq!(crm.load_opportunity(OpportunityKey::Id(gone)).await.unwrap(), None);
+}
+
 macro_rules! contract_suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -682,6 +720,10 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn a_refused_create_leaves_nothing_behind() {
                 super::a_refused_create_leaves_nothing_behind::<$harness>().await
+            }
+            #[tokio::test]
+            async fn an_opportunity_loads_with_its_rows_account_and_contact_in_one_call() {
+                super::an_opportunity_loads_with_its_rows_account_and_contact_in_one_call::<$harness>().await
             }
             #[tokio::test]
             async fn every_call_is_charged_to_the_budget() {

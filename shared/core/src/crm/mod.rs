@@ -253,6 +253,24 @@ pub struct Customer {
     pub contact: Option<ContactRecord>,
 }
 
+/// How [`CrmPort::load_opportunity`] finds an opportunity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpportunityKey<'a> {
+    Id(&'a str),
+    /// The connector's referral id column (the alternate key / external id).
+    Referral(&'a ReferralId),
+}
+
+/// An opportunity with what hangs off it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpportunityDetails {
+    pub record: OpportunityRecord,
+    pub solutions: Vec<SolutionRecord>,
+    /// The opportunity's account and contact (`None` when it names none or they are gone).
+    pub account: Option<AccountRecord>,
+    pub contact: Option<ContactRecord>,
+}
+
 /// A solution to link to a new opportunity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSolution {
@@ -402,6 +420,14 @@ pub trait CrmPort: Send + Sync {
         fields: &LeadFields,
     ) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send;
 
+    /// An opportunity by id or referral id with its solution rows, account and contact, or `None`
+    /// when there is no such opportunity. 1 API call (Dataverse: `$expand`; Salesforce: one
+    /// composite request).
+    fn load_opportunity(
+        &self,
+        key: OpportunityKey<'_>,
+    ) -> impl Future<Output = Result<Option<OpportunityDetails>, CrmError>> + Send;
+
     /// The account matching `fields` on the configured match keys (name + postal code by default;
     /// name matched case-insensitively). The first by creation order if several match. 1 API call.
     fn find_account(
@@ -549,6 +575,12 @@ impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
         email: Option<&str>,
     ) -> impl Future<Output = Result<Customer, CrmError>> + Send {
         (**self).find_customer(account, email)
+    }
+    fn load_opportunity(
+        &self,
+        key: OpportunityKey<'_>,
+    ) -> impl Future<Output = Result<Option<OpportunityDetails>, CrmError>> + Send {
+        (**self).load_opportunity(key)
     }
     fn create_opportunity_with(
         &self,

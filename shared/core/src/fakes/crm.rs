@@ -9,8 +9,8 @@ use crate::clock::Clock;
 use crate::crm::{
     AccountFields, AccountRecord, ChangeBatch, ChangeCursor, ChangeKind, CloseOutcome, ContactFields, ContactRecord,
     CosellFields, Created, CreatedOpportunity, CrmError, CrmIdentity, CrmKind, CrmPort, Customer, DealState,
-    LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityFields, OpportunityRecord, RecordMeta,
-    SolutionRecord,
+    LeadFields, LeadRecord, LeadState, NewOpportunity, OpportunityDetails, OpportunityFields, OpportunityKey,
+    OpportunityRecord, RecordMeta, SolutionRecord,
 };
 use crate::ids::{CrmRef, ReferralId};
 
@@ -397,6 +397,24 @@ impl CrmPort for InMemoryCrm {
             .values()
             .find(|a| a.fields.name.eq_ignore_ascii_case(&fields.name) && a.fields.postal_code == fields.postal_code)
             .cloned())
+    }
+
+    async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
+        let inner = self.call(1);
+        let record = match key {
+            OpportunityKey::Id(id) => inner.opportunities.get(id).map(|(o, _)| o.clone()),
+            OpportunityKey::Referral(r) => inner
+                .opportunities
+                .values()
+                .find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(r))
+                .map(|(o, _)| o.clone()),
+        };
+        Ok(record.map(|record| OpportunityDetails {
+            solutions: inner.solutions.values().filter(|(o, _)| *o == record.id).map(|(_, r)| r.clone()).collect(),
+            account: record.fields.account_id.as_ref().and_then(|id| inner.accounts.get(id)).cloned(),
+            contact: record.fields.contact_id.as_ref().and_then(|id| inner.contacts.get(id)).cloned(),
+            record,
+        }))
     }
 
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {

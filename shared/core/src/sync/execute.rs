@@ -13,7 +13,10 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::crm::{AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, DealState, NewOpportunity};
+use crate::crm::{
+    AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, DealState, NewOpportunity, OpportunityDetails,
+    OpportunityKey,
+};
 use crate::ids::{CrmRef, ReferralId};
 use crate::ports::partner_center::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use crate::ports::state::{AuditEntry, AuditKind, AuditLog, Link, LinkStore, StateError, SyncMark};
@@ -198,28 +201,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     }
 
     async fn crm_snapshot_opportunity(&self, id: &str) -> Result<Option<CrmSnapshot>, SyncError> {
-        let record = match self.crm.get_opportunity(id).await {
-            Ok(r) => r,
-            Err(CrmError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        self.complete_opportunity(record).await.map(Some)
-    }
-
-    /// Adds what hangs off an opportunity: its solutions, and (for deals not yet shared, whose
-    /// preconditions are checked) the account and contact.
-    async fn complete_opportunity(&self, record: crate::crm::OpportunityRecord) -> Result<CrmSnapshot, SyncError> {
-        let solutions = self.crm.list_solutions(&record.id).await?;
-        let needs_customer = record.fields.cosell.referral_id.is_none();
-        let account: Option<AccountRecord> = match (&record.fields.account_id, needs_customer) {
-            (Some(id), true) => self.crm.get_account(id).await.map(Some).or_else(not_found_none)?,
-            _ => None,
-        };
-        let contact: Option<ContactRecord> = match (&record.fields.contact_id, needs_customer) {
-            (Some(id), true) => self.crm.get_contact(id).await.map(Some).or_else(not_found_none)?,
-            _ => None,
-        };
-        Ok(CrmSnapshot::Opportunity { record, account, contact, solutions })
+        Ok(self.crm.load_opportunity(OpportunityKey::Id(id)).await?.map(opportunity_snapshot))
     }
 
     async fn crm_snapshot(&self, crm: &CrmRef) -> Result<Option<CrmSnapshot>, SyncError> {
@@ -272,8 +254,8 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             }
         } else if referral.category().is_lead() {
             loaded.crm = self.crm.find_lead_by_referral(&our_id).await?.map(CrmSnapshot::Lead);
-        } else if let Some(o) = self.crm.find_opportunity_by_referral(&our_id).await? {
-            loaded.crm = Some(self.complete_opportunity(o).await?);
+        } else if let Some(d) = self.crm.load_opportunity(OpportunityKey::Referral(&our_id)).await? {
+            loaded.crm = Some(opportunity_snapshot(d));
         }
         Ok(loaded)
     }
@@ -752,10 +734,15 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
     }
 }
 
-fn not_found_none<T>(e: CrmError) -> Result<Option<T>, CrmError> {
-    match e {
-        CrmError::NotFound { .. } => Ok(None),
-        e => Err(e),
+/// The snapshot of an opportunity. Its account and contact are kept only for deals not yet shared,
+/// whose preconditions (country, contact) are checked before sharing.
+fn opportunity_snapshot(d: OpportunityDetails) -> CrmSnapshot {
+    let unshared = d.record.fields.cosell.referral_id.is_none();
+    CrmSnapshot::Opportunity {
+        account: d.account.filter(|_| unshared),
+        contact: d.contact.filter(|_| unshared),
+        record: d.record,
+        solutions: d.solutions,
     }
 }
 
