@@ -137,7 +137,17 @@ async fn scenarios(kind: CrmKind) -> anyhow::Result<Vec<Row>> {
     let (ours, _) = s.pc_sim.create_inbound(json!({ "name": "Contoso migration" })).map_err(|e| anyhow::anyhow!(e))?;
     let id = ReferralId::parse(ours["id"].as_str().unwrap_or_default())?;
     let (p, c) = s.measure(async { s.syncer.sync_referral(&id).await.map(|_| ()).map_err(sync_err) }).await?;
-    rows.push(("new co-sell referral (account, contact, opportunity, 1 solution)", "PC → CRM", p, c, "2", "1", "read the referral, write back the CRM id; one deep-insert upsert of the opportunity with its account, contact and solution"));
+    let (min_c, why) = match kind {
+        CrmKind::Dynamics => (
+            "4",
+            "PC: the referral and its engagement (Microsoft's side), write back the CRM id. CRM: the opportunity by referral id, the customer (account with its contact expanded), the contact with its new account (deep insert), the opportunity with its solution (deep insert: it cannot bind a row created inside the contact); +1 once per process: the currency table",
+        ),
+        CrmKind::Salesforce => (
+            "2",
+            "PC: the referral and its engagement, write back the CRM id. CRM: the two lookups could share one composite request (we spend 2: the opportunity is looked up before planning, the customer only when creating), then one all-or-none composite creates account, contact, opportunity and solution",
+        ),
+    };
+    rows.push(("new co-sell referral (account, contact, opportunity, 1 solution)", "PC → CRM", p, c, "3", min_c, why));
     let (p, c) = s.measure(async { s.syncer.sync_referral(&id).await.map(|_| ()).map_err(sync_err) }).await?;
     rows.push((
         "no-op echo of our own write",
@@ -161,9 +171,13 @@ async fn scenarios(kind: CrmKind) -> anyhow::Result<Vec<Row>> {
         "PC → CRM",
         p,
         c,
-        "1",
-        "1",
-        "read the referral, one CRM update",
+        "2",
+        if kind == CrmKind::Salesforce { "3" } else { "2" },
+        if kind == CrmKind::Salesforce {
+            "the referral and its engagement; the opportunity with its rows (one read, to merge a seller's concurrent edit rather than overwrite it), one update — Salesforce Opportunity rows have no ETag, so the conditional update compares SystemModstamp first (+1)"
+        } else {
+            "the referral and its engagement; the opportunity with its rows (one read, to merge a seller's concurrent edit rather than overwrite it), one update (If-Match)"
+        },
     ));
     let opp = s.crm.find_opportunity_by_referral(&id).await?.ok_or_else(|| anyhow::anyhow!("no opportunity"))?;
     s.crm.set_on_hold(&opp.id, false).await?;
@@ -179,9 +193,13 @@ async fn scenarios(kind: CrmKind) -> anyhow::Result<Vec<Row>> {
         "PC → CRM",
         p,
         c,
-        "1",
-        "1",
-        "read the referral, one close (Dataverse: the WinOpportunity action)",
+        "2",
+        if kind == CrmKind::Salesforce { "2" } else { "3" },
+        if kind == CrmKind::Salesforce {
+            "the referral and its engagement; the opportunity, one stage update with its read-back (one composite). We spend +1: the adapter re-reads the stage so that a closed deal is never reopened"
+        } else {
+            "the referral and its engagement; the opportunity, the WinOpportunity action (204, no body), the record read back for its new version (echo suppression)"
+        },
     ));
 
     // CRM → Partner Center.
@@ -226,7 +244,7 @@ async fn scenarios(kind: CrmKind) -> anyhow::Result<Vec<Row>> {
     s.crm.add_solution(&opp.id, "SOL-6115380-IPC", None).await?;
     let r = s.crm_ref(&opp.id);
     let (p, c) = s.measure(async { s.syncer.sync_crm(&r).await.map(|_| ()).map_err(sync_err) }).await?;
-    rows.push(("new co-sell opportunity (two-step engagement)", "CRM → PC", p, c, "2", "2", "create the partner's referral and Microsoft's invitation; read the opportunity with its related rows, write back the referral id"));
+    rows.push(("new co-sell opportunity (two-step engagement)", "CRM → PC", p, c, "2", "2", "create the partner's referral and Microsoft's invitation; read the opportunity with its solutions, account and contact (one call), write back the referral id"));
     // Our own write-back comes back through the change feed: the poller drops it by version, so the
     // echo costs the feed call and never reaches a worker.
     let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
