@@ -414,3 +414,102 @@ async fn single_columns_and_lookup_references_can_be_set_and_cleared() {
     let count = s.call(Method::GET, "opportunities/$count", None, &[]).await.text().await.unwrap();
     assert_eq!(count, "1");
 }
+
+#[tokio::test]
+async fn deep_insert_creates_related_rows_in_one_call_all_or_nothing() {
+    let s = Sim::start().await;
+    // The documented example's shape (crm-apis.md A4): a nested object under a single-valued
+    // navigation property, an array under a collection-valued one; only the root URI comes back.
+    let r = s
+        .call(
+            Method::POST,
+            "accounts",
+            Some(json!({
+                "name": "Sample Account",
+                "primarycontactid": {"firstname": "John", "lastname": "Smith"},
+                "opportunity_parent_account": [
+                    {"name": "Opportunity associated to Sample Account", "estimatedclosedate": "2026-09-30"}
+                ],
+                "contact_customer_accounts": [{"firstname": "Ann", "lastname": "Lee", "emailaddress1": "ann@x.example"}]
+            })),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let entity = r.headers()["OData-EntityId"].to_str().unwrap().to_owned();
+    let account = entity.rsplit('(').next().unwrap().trim_end_matches(')').to_owned();
+    let v: Value = s
+        .call(
+            Method::GET,
+            &format!(
+                "accounts({account})?$select=name&$expand=primarycontactid($select=fullname),\
+                 opportunity_parent_account($select=name),contact_customer_accounts($select=emailaddress1)"
+            ),
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["primarycontactid"]["fullname"], "John Smith");
+    assert_eq!(v["opportunity_parent_account"][0]["name"], "Opportunity associated to Sample Account");
+    assert_eq!(v["contact_customer_accounts"][0]["emailaddress1"], "ann@x.example");
+    assert!(v["contact_customer_accounts"][0]["@odata.etag"].is_string());
+
+    // A refused nested row (a contact without its required last name) creates nothing at all.
+    let before: Value = s.call(Method::GET, "accounts?$select=name", None, &[]).await.json().await.unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            "accounts",
+            Some(
+                json!({"name": "Half", "contact_customer_accounts": [{"lastname": "Ok"}, {"firstname": "NoLastName"}]}),
+            ),
+            &[],
+        )
+        .await;
+    let (status, code, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "0x80044331"), "{message}");
+    let after: Value = s.call(Method::GET, "accounts?$select=name", None, &[]).await.json().await.unwrap();
+    assert_eq!(before["value"], after["value"]);
+    let contacts: Value =
+        s.call(Method::GET, "contacts?$filter=lastname%20eq%20'Ok'", None, &[]).await.json().await.unwrap();
+    assert_eq!(contacts["value"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn expand_takes_nested_select_filter_orderby_and_top_and_names_unknown_properties() {
+    let s = Sim::start().await;
+    let account = json!({"name": "Contoso", "contact_customer_accounts": [
+        {"lastname": "A", "emailaddress1": "a@contoso.example"},
+        {"lastname": "B", "emailaddress1": "b@contoso.example"},
+        {"lastname": "B2", "emailaddress1": "b@contoso.example"}
+    ]});
+    assert_eq!(s.call(Method::POST, "accounts", Some(account), &[]).await.status(), StatusCode::NO_CONTENT);
+    let v: Value = s
+        .call(
+            Method::GET,
+            "accounts?$select=name&$filter=name%20eq%20'Contoso'&$expand=contact_customer_accounts($select=lastname;\
+             $filter=emailaddress1%20eq%20'b@contoso.example';$orderby=createdon%20asc;$top=1)",
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contacts = v["value"][0]["contact_customer_accounts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0]["lastname"], "B");
+    assert!(contacts[0]["contactid"].is_string(), "the primary key comes with a $select");
+
+    let r = s.call(Method::GET, "accounts?$expand=nosuchnav", None, &[]).await;
+    let (status, _, message) = error_of(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("nosuchnav"), "{message}");
+    let r = s.call(Method::GET, "accounts?$expand=contact_customer_accounts($select=nosuchcolumn)", None, &[]).await;
+    let (status, _, message) = error_of(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("nosuchcolumn"), "{message}");
+}

@@ -6,7 +6,7 @@
 //!   `<base_url>/.default` or `<org_url>/.default`; `GET /{tenant}/v2.0/.well-known/openid-configuration`.
 //! - `/api/data/v9.2/…` — `WhoAmI`, entity sets (`GET` query with `$select/$filter/$orderby/$top/$count`,
 //!   `Prefer: odata.maxpagesize`, `@odata.nextLink`, `Prefer: odata.track-changes` + `@odata.deltaLink`;
-//!   `POST` create), `$batch` (change sets, `Content-ID`, `odata.continue-on-error`), records by primary
+//!   `$expand`; `POST` create with deep insert), `$batch` (change sets, `Content-ID`, `odata.continue-on-error`), records by primary
 //!   or alternate key (`GET/PATCH/DELETE`, `If-Match`,
 //!   `If-None-Match`, upsert, `Prefer: return=representation`), single columns and lookup `$ref`s
 //!   (`PUT|DELETE …/{column}`, `…/{nav}/$ref`), `{set}/$count`, `WinOpportunity`, `LoseOpportunity`.
