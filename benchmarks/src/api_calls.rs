@@ -144,7 +144,7 @@ async fn scenarios(kind: CrmKind) -> anyhow::Result<Vec<Row>> {
         ),
         CrmKind::Salesforce => (
             "2",
-            "PC: the referral and its engagement, write back the CRM id. CRM: the two lookups could share one composite request (we spend 2: the opportunity is looked up before planning, the customer only when creating), then one all-or-none composite creates account, contact, opportunity and solution",
+            "PC: the referral and its engagement, write back the CRM id. CRM: one composite request looks up the opportunity by referral id and, since there is none, the customer (account and contact); one all-or-none composite request creates account, contact, opportunity and solution",
         ),
     };
     rows.push(("new co-sell referral (account, contact, opportunity, 1 solution)", "PC → CRM", p, c, "3", min_c, why));

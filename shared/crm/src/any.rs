@@ -96,6 +96,14 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
         dispatch!(self, c => c.load_opportunity(key))
     }
 
+    async fn load_opportunity_or_customer(
+        &self,
+        referral: &ReferralId,
+        customer: Option<(&AccountFields, Option<&str>)>,
+    ) -> Result<(Option<OpportunityDetails>, Option<Customer>), CrmError> {
+        dispatch!(self, c => c.load_opportunity_or_customer(referral, customer))
+    }
+
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
         dispatch!(self, c => c.find_customer(account, email))
     }

@@ -451,6 +451,152 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         }
     }
 
+    /// Subrequests reading an opportunity with its solutions, account and contact; the dependents
+    /// refer to the opportunity read first.
+    fn opportunity_subrequests(&self, key: OpportunityKey<'_>) -> Vec<Value> {
+        let f = &self.config.fields;
+        let s = &f.solutions;
+        let fields = self.select(Obj::Opportunity).join(",");
+        let opportunity = match key {
+            OpportunityKey::Id(id) => {
+                self.data(&format!("sobjects/Opportunity/{}?fields={fields}", urlencoding::encode(id)))
+            }
+            OpportunityKey::Referral(r) => self.data(&format!(
+                "sobjects/Opportunity/{}/{}?fields={fields}",
+                f.cosell.referral_id,
+                urlencoding::encode(r.as_str())
+            )),
+        };
+        let solutions_q =
+            format!("SELECT Id, {}, {} FROM {} WHERE {} = '", s.solution_id, s.name, s.entity, s.opportunity_lookup);
+        let solutions_url = self.data(&format!(
+            "query?q={}@{{opportunity.Id}}{}",
+            urlencoding::encode(&solutions_q),
+            urlencoding::encode("' ORDER BY CreatedDate, Id")
+        ));
+        let account_url = self.data(&format!(
+            "sobjects/Account/@{{opportunity.{}}}?fields=Id,{},{},{}",
+            f.opportunity_account, f.account_name, f.account_postal_code, f.account_country
+        ));
+        let contact_url = self.data(&format!(
+            "sobjects/Contact/@{{opportunity.{}}}?fields=Id,{},{},{},{},{}",
+            f.opportunity_contact,
+            f.contact_first_name,
+            f.contact_last_name,
+            f.contact_email,
+            f.contact_phone,
+            f.contact_account
+        ));
+        vec![
+            json!({"method": "GET", "url": opportunity, "referenceId": "opportunity"}),
+            json!({"method": "GET", "url": solutions_url, "referenceId": "solutions"}),
+            json!({"method": "GET", "url": account_url, "referenceId": "account"}),
+            json!({"method": "GET", "url": contact_url, "referenceId": "contact"}),
+        ]
+    }
+
+    fn opportunity_results(
+        &self,
+        key: OpportunityKey<'_>,
+        results: &[(u16, Value)],
+    ) -> Result<Option<OpportunityDetails>, CrmError> {
+        let s = &self.config.fields.solutions;
+        let [(os, ob), (ss, sb), (as_, ab), (cs, cb)] = results else {
+            return Err(unexpected("composite answered with the wrong number of results"));
+        };
+        let what = match key {
+            OpportunityKey::Id(id) => id,
+            OpportunityKey::Referral(r) => r.as_str(),
+        };
+        match os {
+            404 => return Ok(None),
+            s if !(200..300).contains(s) => return Err(error_of(*s, ob, None, ("Opportunity", what))),
+            _ => {}
+        }
+        let record = self.opportunity_of(ob)?;
+        if !(200..300).contains(ss) {
+            return Err(error_of(*ss, sb, None, (&s.entity, &record.id)));
+        }
+        let solutions = sb
+            .get("records")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let o = r.as_object()?;
+                Some(SolutionRecord {
+                    id: str_of(o, "Id")?,
+                    solution_id: str_of(o, &s.solution_id)?,
+                    name: str_of(o, &s.name),
+                })
+            })
+            .collect();
+        // An opportunity without an account or contact has its dependent read fail: there is none.
+        let related = |status: &u16, body: &Value, named: Option<&String>| {
+            named.is_some() && (200..300).contains(status) && body.get("Id").is_some()
+        };
+        let account = if related(as_, ab, record.fields.account_id.as_ref()) { self.account_of(ab) } else { None };
+        let contact = if related(cs, cb, record.fields.contact_id.as_ref()) { self.contact_of(cb) } else { None };
+        Ok(Some(OpportunityDetails { record, solutions, account, contact }))
+    }
+
+    /// Subrequests finding a customer: the account on the match keys and, when an e-mail is given,
+    /// its contact with that e-mail (referring to the account's first record; a dependent that fails
+    /// when there is none).
+    fn customer_subrequests(&self, account: &AccountFields, email: Option<&str>) -> Vec<Value> {
+        let f = &self.config.fields;
+        let account_q = self.data(&format!("query?q={}", urlencoding::encode(&self.account_query(account))));
+        let mut subs = vec![json!({"method": "GET", "url": account_q, "referenceId": "customer"})];
+        if let Some(email) = email {
+            let contact_q = format!(
+                "SELECT Id, {}, {}, {}, {}, {} FROM Contact WHERE {} = '",
+                f.contact_first_name,
+                f.contact_last_name,
+                f.contact_email,
+                f.contact_phone,
+                f.contact_account,
+                f.contact_account
+            );
+            let rest = format!("' AND {} = {} ORDER BY CreatedDate, Id LIMIT 1", f.contact_email, soql(email));
+            let url = self.data(&format!(
+                "query?q={}@{{customer.records[0].Id}}{}",
+                urlencoding::encode(&contact_q),
+                urlencoding::encode(&rest)
+            ));
+            subs.push(json!({"method": "GET", "url": url, "referenceId": "customerContact"}));
+        }
+        subs
+    }
+
+    fn customer_results(
+        &self,
+        account: &AccountFields,
+        email: Option<&str>,
+        results: &[(u16, Value)],
+    ) -> Result<Customer, CrmError> {
+        let Some((account_status, account_body)) = results.first() else {
+            return Err(unexpected("composite answered without the customer's account"));
+        };
+        if !(200..300).contains(account_status) {
+            return Err(error_of(*account_status, account_body, None, ("Account", &account.name)));
+        }
+        let first = |v: &Value| v.get("records").and_then(Value::as_array).and_then(|r| r.first()).cloned();
+        let Some(found) = first(account_body).and_then(|r| self.account_of(&r)) else {
+            return Ok(Customer::default());
+        };
+        let contact = match (email, results.get(1)) {
+            (None, _) => None,
+            (Some(email), Some((status, body))) => {
+                if !(200..300).contains(status) {
+                    return Err(error_of(*status, body, None, ("Contact", email)));
+                }
+                first(body).and_then(|r| self.contact_of(&r))
+            }
+            (Some(_), None) => return Err(unexpected("composite answered without the customer's contact")),
+        };
+        Ok(Customer { account: Some(found), contact })
+    }
+
     fn account_query(&self, fields: &AccountFields) -> String {
         let f = &self.config.fields;
         let clauses: Vec<String> = f
@@ -927,84 +1073,31 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
-        let f = &self.config.fields;
-        let s = &f.solutions;
-        let fields = self.select(Obj::Opportunity).join(",");
-        let (opportunity, what) = match key {
-            OpportunityKey::Id(id) => {
-                (self.data(&format!("sobjects/Opportunity/{}?fields={fields}", urlencoding::encode(id))), id)
-            }
-            OpportunityKey::Referral(r) => (
-                self.data(&format!(
-                    "sobjects/Opportunity/{}/{}?fields={fields}",
-                    f.cosell.referral_id,
-                    urlencoding::encode(r.as_str())
-                )),
-                r.as_str(),
-            ),
-        };
-        // Everything in one composite request; the dependents refer to the opportunity read first.
-        let solutions_q =
-            format!("SELECT Id, {}, {} FROM {} WHERE {} = '", s.solution_id, s.name, s.entity, s.opportunity_lookup);
-        let solutions_url = self.data(&format!(
-            "query?q={}@{{opportunity.Id}}{}",
-            urlencoding::encode(&solutions_q),
-            urlencoding::encode("' ORDER BY CreatedDate, Id")
-        ));
-        let account_url = self.data(&format!(
-            "sobjects/Account/@{{opportunity.{}}}?fields=Id,{},{},{}",
-            f.opportunity_account, f.account_name, f.account_postal_code, f.account_country
-        ));
-        let contact_url = self.data(&format!(
-            "sobjects/Contact/@{{opportunity.{}}}?fields=Id,{},{},{},{},{}",
-            f.opportunity_contact,
-            f.contact_first_name,
-            f.contact_last_name,
-            f.contact_email,
-            f.contact_phone,
-            f.contact_account
-        ));
-        let results = self
-            .composite(vec![
-                json!({"method": "GET", "url": opportunity, "referenceId": "opportunity"}),
-                json!({"method": "GET", "url": solutions_url, "referenceId": "solutions"}),
-                json!({"method": "GET", "url": account_url, "referenceId": "account"}),
-                json!({"method": "GET", "url": contact_url, "referenceId": "contact"}),
-            ])
-            .await?;
-        let [(os, ob), (ss, sb), (as_, ab), (cs, cb)] = results.as_slice() else {
-            return Err(unexpected("composite answered with the wrong number of results"));
-        };
-        match os {
-            404 => return Ok(None),
-            s if !(200..300).contains(s) => return Err(error_of(*s, ob, None, ("Opportunity", what))),
-            _ => {}
+        let results = self.composite(self.opportunity_subrequests(key)).await?;
+        self.opportunity_results(key, &results)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
+    async fn load_opportunity_or_customer(
+        &self,
+        referral: &ReferralId,
+        customer: Option<(&AccountFields, Option<&str>)>,
+    ) -> Result<(Option<OpportunityDetails>, Option<Customer>), CrmError> {
+        let key = OpportunityKey::Referral(referral);
+        let mut subs = self.opportunity_subrequests(key);
+        let n = subs.len();
+        if let Some((account, email)) = customer {
+            subs.extend(self.customer_subrequests(account, email));
         }
-        let record = self.opportunity_of(ob)?;
-        if !(200..300).contains(ss) {
-            return Err(error_of(*ss, sb, None, (&s.entity, &record.id)));
-        }
-        let solutions = sb
-            .get("records")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                let o = r.as_object()?;
-                Some(SolutionRecord {
-                    id: str_of(o, "Id")?,
-                    solution_id: str_of(o, &s.solution_id)?,
-                    name: str_of(o, &s.name),
-                })
-            })
-            .collect();
-        // An opportunity without an account or contact has its dependent read fail: there is none.
-        let related = |status: &u16, body: &Value, named: Option<&String>| {
-            named.is_some() && (200..300).contains(status) && body.get("Id").is_some()
+        // One composite request: the opportunity with its rows and, for the case there is none, the
+        // customer a new one would get.
+        let results = self.composite(subs).await?;
+        let found = self.opportunity_results(key, &results[..n.min(results.len())])?;
+        let customer = match (customer, &found) {
+            (Some((account, email)), None) => Some(self.customer_results(account, email, &results[n..])?),
+            _ => None,
         };
-        let account = if related(as_, ab, record.fields.account_id.as_ref()) { self.account_of(ab) } else { None };
-        let contact = if related(cs, cb, record.fields.contact_id.as_ref()) { self.contact_of(cb) } else { None };
-        Ok(Some(OpportunityDetails { record, solutions, account, contact }))
+        Ok((found, customer))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
@@ -1012,45 +1105,8 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         let Some(email) = email else {
             return Ok(Customer { account: self.find_account(account).await?, contact: None });
         };
-        // Both queries in one composite request; the contact's refers to the account's first record
-        // (and fails as a dependent subrequest when there is none).
-        let f = &self.config.fields;
-        let account_q = self.data(&format!("query?q={}", urlencoding::encode(&self.account_query(account))));
-        let contact_q = format!(
-            "SELECT Id, {}, {}, {}, {}, {} FROM Contact WHERE {} = '",
-            f.contact_first_name,
-            f.contact_last_name,
-            f.contact_email,
-            f.contact_phone,
-            f.contact_account,
-            f.contact_account
-        );
-        let contact_rest = format!("' AND {} = {} ORDER BY CreatedDate, Id LIMIT 1", f.contact_email, soql(email));
-        let contact_q = self.data(&format!(
-            "query?q={}@{{account.records[0].Id}}{}",
-            urlencoding::encode(&contact_q),
-            urlencoding::encode(&contact_rest)
-        ));
-        let results = self
-            .composite(vec![
-                json!({"method": "GET", "url": account_q, "referenceId": "account"}),
-                json!({"method": "GET", "url": contact_q, "referenceId": "contact"}),
-            ])
-            .await?;
-        let [(account_status, account_body), (contact_status, contact_body)] = results.as_slice() else {
-            return Err(unexpected("composite answered with the wrong number of results"));
-        };
-        if !(200..300).contains(account_status) {
-            return Err(error_of(*account_status, account_body, None, ("Account", &account.name)));
-        }
-        let first = |v: &Value| v.get("records").and_then(Value::as_array).and_then(|r| r.first()).cloned();
-        let Some(found) = first(account_body).and_then(|r| self.account_of(&r)) else {
-            return Ok(Customer::default());
-        };
-        if !(200..300).contains(contact_status) {
-            return Err(error_of(*contact_status, contact_body, None, ("Contact", email)));
-        }
-        Ok(Customer { account: Some(found), contact: first(contact_body).and_then(|r| self.contact_of(&r)) })
+        let results = self.composite(self.customer_subrequests(account, Some(email))).await?;
+        self.customer_results(account, Some(email), &results)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]

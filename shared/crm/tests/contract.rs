@@ -616,6 +616,42 @@ async fn an_opportunity_loads_with_its_rows_account_and_contact_in_one_call<H: H
     assert_eq!(crm.load_opportunity(OpportunityKey::Id(gone)).await.unwrap(), None);
 }
 
+async fn a_referral_without_opportunity_loads_its_customer_alongside<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.crm();
+    let account = crm.create_account(&fabrikam()).await.unwrap();
+    let contact = crm.create_contact(&account.id, &jane()).await.unwrap();
+    let r = referral();
+    let before = h.api_calls().await;
+    let (found, customer) =
+        crm.load_opportunity_or_customer(&r, Some((&fabrikam(), Some("jane@fabrikam.example")))).await.unwrap();
+    let expected = match crm.kind() {
+        CrmKind::Salesforce => 1,
+        CrmKind::Dynamics => 2,
+    };
+    assert_eq!(h.api_calls().await - before, expected, "no opportunity: its customer comes along");
+    assert_eq!(found, None);
+    let customer = customer.expect("looked up");
+    assert_eq!(customer.account.map(|a| a.id), Some(account.id.clone()));
+    assert_eq!(customer.contact.map(|c| c.id), Some(contact.id.clone()));
+
+    let (_, unknown) = crm
+        .load_opportunity_or_customer(&r, Some((&AccountFields { name: "Nobody".into(), ..fabrikam() }, Some("x@y.z"))))
+        .await
+        .unwrap();
+    assert_eq!(unknown, Some(Default::default()), "nothing matches: an empty customer, not an error");
+
+    crm.create_opportunity(&OpportunityFields { account_id: Some(account.id.clone()), ..opportunity(Some(r.clone())) })
+        .await
+        .unwrap();
+    let before = h.api_calls().await;
+    let (found, customer) =
+        crm.load_opportunity_or_customer(&r, Some((&fabrikam(), Some("jane@fabrikam.example")))).await.unwrap();
+    assert_eq!(h.api_calls().await - before, 1);
+    assert_eq!(found.expect("the opportunity").account.map(|a| a.id), Some(account.id));
+    assert_eq!(customer, None, "an existing opportunity needs no customer lookup");
+}
+
 macro_rules! contract_suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -724,6 +760,10 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn an_opportunity_loads_with_its_rows_account_and_contact_in_one_call() {
                 super::an_opportunity_loads_with_its_rows_account_and_contact_in_one_call::<$harness>().await
+            }
+            #[tokio::test]
+            async fn a_referral_without_opportunity_loads_its_customer_alongside() {
+                super::a_referral_without_opportunity_loads_its_customer_alongside::<$harness>().await
             }
             #[tokio::test]
             async fn every_call_is_charged_to_the_budget() {

@@ -428,6 +428,25 @@ pub trait CrmPort: Send + Sync {
         key: OpportunityKey<'_>,
     ) -> impl Future<Output = Result<Option<OpportunityDetails>, CrmError>> + Send;
 
+    /// The opportunity of a referral (as [`CrmPort::load_opportunity`] by referral id) and, when there
+    /// is none and a customer is given, the customer a new one would get (as
+    /// [`CrmPort::find_customer`]). Salesforce: 1 API call (one composite request). Otherwise: 1, +1
+    /// when there is no opportunity and a customer is given.
+    fn load_opportunity_or_customer(
+        &self,
+        referral: &ReferralId,
+        customer: Option<(&AccountFields, Option<&str>)>,
+    ) -> impl Future<Output = Result<(Option<OpportunityDetails>, Option<Customer>), CrmError>> + Send {
+        async move {
+            let found = self.load_opportunity(OpportunityKey::Referral(referral)).await?;
+            let customer = match (&found, customer) {
+                (None, Some((account, email))) => Some(self.find_customer(account, email).await?),
+                _ => None,
+            };
+            Ok((found, customer))
+        }
+    }
+
     /// The account matching `fields` on the configured match keys (name + postal code by default;
     /// name matched case-insensitively). The first by creation order if several match. 1 API call.
     fn find_account(
@@ -581,6 +600,13 @@ impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
         key: OpportunityKey<'_>,
     ) -> impl Future<Output = Result<Option<OpportunityDetails>, CrmError>> + Send {
         (**self).load_opportunity(key)
+    }
+    fn load_opportunity_or_customer(
+        &self,
+        referral: &ReferralId,
+        customer: Option<(&AccountFields, Option<&str>)>,
+    ) -> impl Future<Output = Result<(Option<OpportunityDetails>, Option<Customer>), CrmError>> + Send {
+        (**self).load_opportunity_or_customer(referral, customer)
     }
     fn create_opportunity_with(
         &self,

@@ -417,6 +417,26 @@ impl CrmPort for InMemoryCrm {
         }))
     }
 
+    /// Salesforce answers both in one composite request; Dataverse needs a second call.
+    async fn load_opportunity_or_customer(
+        &self,
+        referral: &ReferralId,
+        customer: Option<(&AccountFields, Option<&str>)>,
+    ) -> Result<(Option<OpportunityDetails>, Option<Customer>), CrmError> {
+        let found = self.load_opportunity(OpportunityKey::Referral(referral)).await?;
+        let customer = match (&found, customer) {
+            (None, Some((account, email))) => {
+                let c = self.find_customer(account, email).await?;
+                if self.kind == CrmKind::Salesforce {
+                    lock(&self.inner).calls -= 1;
+                }
+                Some(c)
+            }
+            _ => None,
+        };
+        Ok((found, customer))
+    }
+
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
         let inner = self.call(1);
         let account = inner

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::crm::{
-    AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, DealState, NewOpportunity, OpportunityDetails,
+    AccountRecord, ContactRecord, CrmError, CrmKind, CrmPort, Customer, DealState, NewOpportunity, OpportunityDetails,
     OpportunityKey,
 };
 use crate::ids::{CrmRef, ReferralId};
@@ -124,6 +124,9 @@ pub struct Loaded {
     pub crm: Option<CrmSnapshot>,
     /// Partner Center names this CRM id, which does not exist (R9).
     pub missing_crm_id: Option<String>,
+    /// The customer a new opportunity would get, when the CRM found it along with the (absent)
+    /// opportunity in the same call.
+    pub customer: Option<Customer>,
 }
 
 impl Loaded {
@@ -254,8 +257,14 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             }
         } else if referral.category().is_lead() {
             loaded.crm = self.crm.find_lead_by_referral(&our_id).await?.map(CrmSnapshot::Lead);
-        } else if let Some(d) = self.crm.load_opportunity(OpportunityKey::Referral(&our_id)).await? {
-            loaded.crm = Some(opportunity_snapshot(d));
+        } else {
+            // Should there be no opportunity yet, the create needs its customer: ask in the same call.
+            let (account, contact) = super::plan::customer_of(referral, &self.config);
+            let email = contact.as_ref().and_then(|c| c.email.as_deref());
+            let (found, customer) =
+                self.crm.load_opportunity_or_customer(&our_id, account.as_ref().map(|a| (a, email))).await?;
+            loaded.crm = found.map(opportunity_snapshot);
+            loaded.customer = customer;
         }
         Ok(loaded)
     }
@@ -474,7 +483,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                     NewOpportunity { fields: fields.clone(), solutions: solutions.clone(), ..Default::default() };
                 if let Some(account) = account {
                     let email = contact.as_ref().and_then(|c| c.email.as_deref());
-                    let found = self.crm.find_customer(account, email).await?;
+                    let found = match cx.loaded.customer.take() {
+                        Some(found) => found,
+                        None => self.crm.find_customer(account, email).await?,
+                    };
                     match &found.account {
                         Some(a) => new.fields.account_id = Some(a.id.clone()),
                         None => new.account = Some(account.clone()),

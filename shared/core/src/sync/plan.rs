@@ -300,24 +300,7 @@ fn plan_new_inbound(input: &SyncInput<'_>, r: &Referral) -> Plan {
         });
         "lead"
     } else {
-        let customer = r.customer_profile.as_ref();
-        let account = customer.and_then(|c| c.name.clone()).map(|name| {
-            let address = customer.and_then(|c| c.address.as_ref());
-            AccountFields {
-                name,
-                postal_code: address.and_then(|a| a.postal_code.clone()),
-                country: address.and_then(|a| a.country.as_deref()).map(|c| country_for_crm(c, config)),
-            }
-        });
-        let contact = account
-            .as_ref()
-            .and(customer.and_then(|c| c.team.as_ref()).and_then(|t| t.iter().find(|m| m.email.is_some())))
-            .map(|person| ContactFields {
-                first_name: person.first_name.clone(),
-                last_name: person.last_name.clone().unwrap_or_else(|| "(unknown)".into()),
-                email: person.email.clone(),
-                phone: person.phone_number.clone(),
-            });
+        let (account, contact) = customer_of(r, config);
         steps.push(Step::CreateOpportunity {
             fields: OpportunityFields {
                 name: Some(marked(&name, config, true)),
@@ -353,6 +336,30 @@ fn plan_new_inbound(input: &SyncInput<'_>, r: &Referral) -> Plan {
         detail: json!({ "direction": "pc_to_crm", "created": what, "solutions": pc.solutions }),
     });
     Plan { steps, summary }
+}
+
+/// The customer a new opportunity of this referral gets: the account (when the referral names the
+/// company) and its contact (the first team member with an e-mail).
+pub fn customer_of(r: &Referral, config: &SyncConfig) -> (Option<AccountFields>, Option<ContactFields>) {
+    let customer = r.customer_profile.as_ref();
+    let account = customer.and_then(|c| c.name.clone()).map(|name| {
+        let address = customer.and_then(|c| c.address.as_ref());
+        AccountFields {
+            name,
+            postal_code: address.and_then(|a| a.postal_code.clone()),
+            country: address.and_then(|a| a.country.as_deref()).map(|c| country_for_crm(c, config)),
+        }
+    });
+    let contact = account
+        .as_ref()
+        .and(customer.and_then(|c| c.team.as_ref()).and_then(|t| t.iter().find(|m| m.email.is_some())))
+        .map(|person| ContactFields {
+            first_name: person.first_name.clone(),
+            last_name: person.last_name.clone().unwrap_or_else(|| "(unknown)".into()),
+            email: person.email.clone(),
+            phone: person.phone_number.clone(),
+        });
+    (account, contact)
 }
 
 fn solution_name(r: &Referral, id: &str) -> Option<String> {

@@ -762,11 +762,12 @@ async fn api_calls_per_scenario_are_the_minimum_the_ports_allow() {
     assert_eq!(w.calls(), (3, 3), "PC → CRM create, co-sell, existing customer (Dataverse)");
     assert_eq!((w.crm.accounts().len(), w.crm.contacts().len()), (1, 1), "the customer is reused");
 
-    // Salesforce: everything new in one all-or-none composite request.
+    // Salesforce: the opportunity and the customer looked up in one composite request, everything
+    // new created in one all-or-none composite request.
     let w = World::new(CrmKind::Salesforce);
     let (ours, _) = seed_inbound_cosell(&w);
     w.sync_referral(&rid(&ours)).await.unwrap();
-    assert_eq!(w.calls(), (3, 3), "PC → CRM create, co-sell with one solution, new customer (Salesforce)");
+    assert_eq!(w.calls(), (3, 2), "PC → CRM create, co-sell with one solution, new customer (Salesforce)");
 
     let w = World::new(CrmKind::Salesforce);
     let o = seed_outbound(&w, Some("US"), true, 1);
