@@ -1035,7 +1035,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let f = &self.config.fields;
-        let body = self.account_body(fields);
+        let body = self.config.fields.account_columns(fields);
         let url = self.url(&format!(
             "accounts?$select=accountid,{},{},{}",
             f.account_name, f.account_postal_code, f.account_country
@@ -1159,17 +1159,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         fields: &ContactFields,
     ) -> Result<ContactRecord, CrmError> {
         let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
-        for (col, v) in [
-            (&f.contact_first_name, &fields.first_name),
-            (&f.contact_email, &fields.email),
-            (&f.contact_phone, &fields.phone),
-        ] {
-            if let Some(v) = v {
-                body.insert(col.clone(), json!(v));
-            }
-        }
+        let mut body = f.contact_columns(fields);
         let nav = if f.contact_account == "parentcustomerid" {
             "parentcustomerid_account".to_owned()
         } else {
@@ -1177,7 +1167,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         };
         match (new_account, account_id) {
             (Some(a), _) => {
-                body.insert(nav, Value::Object(self.account_body(a)));
+                body.insert(nav, Value::Object(self.config.fields.account_columns(a)));
             }
             (None, Some(id)) => {
                 body.insert(format!("{nav}@odata.bind"), json!(format!("/accounts({})", row_id(id)?)));
@@ -1196,19 +1186,6 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             .await?
             .json()?;
         self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created contact without id")))
-    }
-
-    fn account_body(&self, fields: &AccountFields) -> Map<String, Value> {
-        let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.account_name.clone(), json!(fields.name));
-        if let Some(p) = &fields.postal_code {
-            body.insert(f.account_postal_code.clone(), json!(p));
-        }
-        if let Some(c) = &fields.country {
-            body.insert(f.account_country.clone(), json!(c));
-        }
-        body
     }
 
     fn contact_select(&self) -> String {

@@ -522,14 +522,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|r| {
-                let o = r.as_object()?;
-                Some(SolutionRecord {
-                    id: str_of(o, "Id")?,
-                    solution_id: str_of(o, &s.solution_id)?,
-                    name: str_of(o, &s.name),
-                })
-            })
+            .filter_map(|r| self.solution_of(r))
             .collect();
         // An opportunity without an account or contact has its dependent read fail: there is none.
         let related = |status: &u16, body: &Value, named: Option<&String>| {
@@ -597,6 +590,12 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         Ok(Customer { account: Some(found), contact })
     }
 
+    fn solution_of(&self, r: &Value) -> Option<SolutionRecord> {
+        let s = &self.config.fields.solutions;
+        let o = r.as_object()?;
+        Some(SolutionRecord { id: str_of(o, "Id")?, solution_id: str_of(o, &s.solution_id)?, name: str_of(o, &s.name) })
+    }
+
     fn account_query(&self, fields: &AccountFields) -> String {
         let f = &self.config.fields;
         let clauses: Vec<String> = f
@@ -620,33 +619,10 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         )
     }
 
-    fn account_body(&self, fields: &AccountFields) -> Map<String, Value> {
-        let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.account_name.clone(), json!(fields.name));
-        if let Some(p) = &fields.postal_code {
-            body.insert(f.account_postal_code.clone(), json!(p));
-        }
-        if let Some(c) = &fields.country {
-            body.insert(f.account_country.clone(), json!(c));
-        }
-        body
-    }
-
     fn contact_body(&self, account_id: &str, fields: &ContactFields) -> Map<String, Value> {
         let f = &self.config.fields;
-        let mut body = Map::new();
-        body.insert(f.contact_last_name.clone(), json!(fields.last_name));
+        let mut body = f.contact_columns(fields);
         body.insert(f.contact_account.clone(), json!(account_id));
-        for (col, v) in [
-            (&f.contact_first_name, &fields.first_name),
-            (&f.contact_email, &fields.email),
-            (&f.contact_phone, &fields.phone),
-        ] {
-            if let Some(v) = v {
-                body.insert(col.clone(), json!(v));
-            }
-        }
         body
     }
 
@@ -1117,7 +1093,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         let mut subs = Vec::new();
         if let Some(a) = &new.account {
             subs.push(json!({"method": "POST", "url": self.data("sobjects/Account"), "referenceId": "account",
-                "body": self.account_body(a)}));
+                "body": self.config.fields.account_columns(a)}));
             fields.account_id = Some("@{account.id}".into());
         }
         if let Some(c) = &new.contact {
@@ -1246,7 +1222,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
-        let body = self.account_body(fields);
+        let body = self.config.fields.account_columns(fields);
         let v = self
             .send(Method::POST, &self.data("sobjects/Account"), Some(&Value::Object(body)), ("Account", ""))
             .await?
@@ -1323,14 +1299,7 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|r| {
-                let o = r.as_object()?;
-                Some(SolutionRecord {
-                    id: str_of(o, "Id")?,
-                    solution_id: str_of(o, &s.solution_id)?,
-                    name: str_of(o, &s.name),
-                })
-            })
+            .filter_map(|r| self.solution_of(r))
             .collect())
     }
 

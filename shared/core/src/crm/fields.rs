@@ -152,6 +152,37 @@ fn s(v: &str) -> String {
 }
 
 impl CrmFieldMap {
+    /// An account's columns as the CRM names them (its create body).
+    pub fn account_columns(&self, fields: &super::AccountFields) -> serde_json::Map<String, serde_json::Value> {
+        let mut body = serde_json::Map::new();
+        body.insert(self.account_name.clone(), fields.name.clone().into());
+        if let Some(p) = &fields.postal_code {
+            body.insert(self.account_postal_code.clone(), p.clone().into());
+        }
+        if let Some(c) = &fields.country {
+            body.insert(self.account_country.clone(), c.clone().into());
+        }
+        body
+    }
+
+    /// A contact's columns as the CRM names them, without the link to its account.
+    pub fn contact_columns(&self, fields: &super::ContactFields) -> serde_json::Map<String, serde_json::Value> {
+        let mut body = serde_json::Map::new();
+        body.insert(self.contact_last_name.clone(), fields.last_name.clone().into());
+        for (col, v) in [
+            (&self.contact_first_name, &fields.first_name),
+            (&self.contact_email, &fields.email),
+            (&self.contact_phone, &fields.phone),
+        ] {
+            if let Some(v) = v {
+                body.insert(col.clone(), v.clone().into());
+            }
+        }
+        body
+    }
+}
+
+impl CrmFieldMap {
     /// The defaults for a CRM: the standard columns, the connector's own schema (`cosell_` publisher
     /// prefix on Dataverse, `__c` fields on Salesforce).
     pub fn defaults(crm: CrmKind) -> Self {

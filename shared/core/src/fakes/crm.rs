@@ -116,6 +116,26 @@ impl InMemoryCrm {
         }
     }
 
+    /// A new opportunity as the adapters create it: `on_hold` chooses the starting stage and is not
+    /// stored; the close date is required.
+    fn insert_opportunity(&self, inner: &mut Inner, fields: OpportunityFields) -> Result<OpportunityRecord, CrmError> {
+        if fields.close_date.is_none() {
+            return Err(CrmError::Invalid { field: Some("close date".into()), message: "required".into() });
+        }
+        let meta = self.meta(inner, CONNECTOR_USER);
+        let seq = inner.seq;
+        let state = if fields.on_hold == Some(true) { DealState::OnHold } else { DealState::Open };
+        let o = OpportunityRecord {
+            id: format!("opp-{seq}"),
+            meta,
+            state,
+            stage: None,
+            fields: OpportunityFields { on_hold: None, ..fields },
+        };
+        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        Ok(o)
+    }
+
     fn call(&self, n: u64) -> std::sync::MutexGuard<'_, Inner> {
         let mut inner = lock(&self.inner);
         inner.calls += n;
@@ -274,21 +294,7 @@ impl CrmPort for InMemoryCrm {
         {
             return Ok(Created { record: o.clone(), created: false });
         }
-        if fields.close_date.is_none() {
-            return Err(CrmError::Invalid { field: Some("close date".into()), message: "required".into() });
-        }
-        let meta = self.meta(&mut inner, CONNECTOR_USER);
-        let seq = inner.seq;
-        // As the adapters do: `on_hold` chooses the starting stage and is not stored.
-        let state = if fields.on_hold == Some(true) { DealState::OnHold } else { DealState::Open };
-        let o = OpportunityRecord {
-            id: format!("opp-{seq}"),
-            meta,
-            state,
-            stage: None,
-            fields: OpportunityFields { on_hold: None, ..fields.clone() },
-        };
-        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        let o = self.insert_opportunity(&mut inner, fields.clone())?;
         Ok(Created { record: o, created: true })
     }
 
@@ -471,31 +477,14 @@ impl CrmPort for InMemoryCrm {
                 drop(inner);
                 self.write(1)?
             }
-            CrmKind::Dynamics => self.write(1)?,
-            CrmKind::Salesforce => {
-                let inner = self.write(1)?;
-                if let Some(rid) = &fields.cosell.referral_id
-                    && let Some((o, _)) =
-                        inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
-                {
-                    // DUPLICATE_VALUE on the external id: the all-or-none composite wrote nothing.
-                    return Ok(CreatedOpportunity {
-                        record: o.clone(),
-                        created: false,
-                        account: None,
-                        contact: None,
-                        solutions: Vec::new(),
-                    });
-                }
-                let mut inner = inner;
-                create_customer(&mut inner, new, &mut fields, &mut created_account, &mut created_contact)?;
-                inner
-            }
+            CrmKind::Dynamics | CrmKind::Salesforce => self.write(1)?,
         };
         if let Some(rid) = &fields.cosell.referral_id
             && let Some((o, _)) =
                 inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
         {
+            // Dataverse: the customer call went first. Salesforce: DUPLICATE_VALUE on the external
+            // id, and the all-or-none composite request wrote nothing.
             return Ok(CreatedOpportunity {
                 record: o.clone(),
                 created: false,
@@ -504,20 +493,10 @@ impl CrmPort for InMemoryCrm {
                 solutions: Vec::new(),
             });
         }
-        if fields.close_date.is_none() {
-            return Err(CrmError::Invalid { field: Some("close date".into()), message: "required".into() });
+        if self.kind == CrmKind::Salesforce {
+            create_customer(&mut inner, new, &mut fields, &mut created_account, &mut created_contact)?;
         }
-        let meta = self.meta(&mut inner, CONNECTOR_USER);
-        let seq = inner.seq;
-        let state = if fields.on_hold == Some(true) { DealState::OnHold } else { DealState::Open };
-        let o = OpportunityRecord {
-            id: format!("opp-{seq}"),
-            meta,
-            state,
-            stage: None,
-            fields: OpportunityFields { on_hold: None, ..fields },
-        };
-        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        let o = self.insert_opportunity(&mut inner, fields)?;
         let mut solutions = Vec::new();
         for s in &new.solutions {
             inner.seq += 1;
