@@ -178,6 +178,14 @@ async fn flagged_opportunity_becomes_a_cosell_engagement_then_updates_and_closes
         .unwrap();
     s.syncer.sync_crm(&r).await.unwrap();
     assert_eq!(s.pc.get_referral(&id).await.unwrap().details.unwrap().deal_value.map(|v| v.0), Some(150_000.0));
+    // A second solution on the shared deal, and nothing else (the change feed reports it as a change
+    // of the opportunity when it watches solutions): Partner Center gets it.
+    s.crm.add_solution(&opp.id, "SOL-AZ-MIG", Some("Azure Migration")).await.unwrap();
+    s.syncer.sync_crm(&r).await.unwrap();
+    let solutions = s.pc.get_referral(&id).await.unwrap().details.unwrap().requirements.unwrap().solutions.unwrap();
+    let mut ids: Vec<_> = solutions.iter().filter_map(|x| x.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["SOL-6115380-IPC", "SOL-AZ-MIG"], "{kind:?}");
     s.crm.close_opportunity(&opp.id, &CloseOutcome::Won).await.unwrap();
     s.syncer.sync_crm(&r).await.unwrap();
     assert_eq!(s.pc.get_referral(&id).await.unwrap().lifecycle(), Ok(Lifecycle::ClosedWon), "{kind:?}");

@@ -111,6 +111,8 @@ impl Entity {
 struct DeltaCursor {
     opportunities: Option<String>,
     leads: Option<String>,
+    #[serde(default)]
+    solutions: Option<String>,
 }
 
 const EXPIRED_DELTA_CODE: &str = "0x80044352";
@@ -654,6 +656,69 @@ impl<B: ApiBudget> DynamicsCrm<B> {
     }
 }
 
+impl<B: ApiBudget> DynamicsCrm<B> {
+    /// Solution rows added or changed since `delta_link`, by someone other than the connector, as
+    /// changes of their opportunities. A first call (or an expired link) starts from now: the
+    /// opportunities' own snapshot covers what exists.
+    async fn solution_feed(&self, delta_link: Option<&str>) -> Result<(Vec<Change>, String), CrmError> {
+        let s = &self.config.fields.solutions;
+        let me = self.whoami().await?.user_id;
+        let lookup = lookup_value(&s.opportunity_lookup);
+        let initial = self.url(&format!(
+            "{}?$select={}id,{lookup},_modifiedby_value,modifiedon,versionnumber",
+            s.entity_set, s.entity
+        ));
+        let track = [("Prefer", "odata.track-changes".to_owned())];
+        let mut snapshot = delta_link.is_none();
+        let mut resp = self.send_raw(Method::GET, delta_link.unwrap_or(&initial), None, &track).await?;
+        if !resp.ok() && delta_link.is_some() && dataverse_code(&resp).as_deref() == Some(EXPIRED_DELTA_CODE) {
+            tracing::warn!(entity = %s.entity_set, "change-tracking token expired; solution feed restarts");
+            snapshot = true;
+            resp = self.send_raw(Method::GET, &initial, None, &track).await?;
+        }
+        let mut changes = Vec::new();
+        loop {
+            if !resp.ok() {
+                return Err(error_of(&resp, (&s.entity, "")));
+            }
+            let v = resp.json()?;
+            for row in v.get("value").and_then(Value::as_array).into_iter().flatten().filter(|_| !snapshot) {
+                let Some(o) = row.as_object() else { continue };
+                let (Some(row_id), Some(opportunity)) = (str_of(o, &format!("{}id", s.entity)), str_of(o, &lookup))
+                else {
+                    continue; // a removed row names no opportunity
+                };
+                let meta = Self::meta(o);
+                if meta.modified_by.as_deref() == Some(me.as_str()) {
+                    continue;
+                }
+                let record = CrmRef::parse("opportunity", opportunity).map_err(|e| CrmError::Unexpected(e.into()))?;
+                let meta = RecordMeta { version: format!("solution:{row_id}:{}", meta.version), ..meta };
+                changes.push(Change { kind: ChangeKind::Opportunity, record, meta, deleted: false });
+            }
+            if let Some(delta) = v.get("@odata.deltaLink").and_then(Value::as_str) {
+                return Ok((changes, delta.to_owned()));
+            }
+            let next = v.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                CrmError::Unexpected(anyhow::anyhow!(
+                    "change-tracking page without @odata.nextLink or @odata.deltaLink"
+                ))
+            })?;
+            resp = self.send_raw(Method::GET, &next, None, &track).await?;
+        }
+    }
+}
+
+/// Adds the opportunities whose solution rows changed, once each, unless the opportunity itself
+/// is already in the batch.
+pub(crate) fn merge_solution_changes(changes: &mut Vec<Change>, rows: Vec<Change>) {
+    for c in rows {
+        if !changes.iter().any(|x| x.record == c.record) {
+            changes.push(c);
+        }
+    }
+}
+
 fn dataverse_code(resp: &Resp) -> Option<String> {
     resp.json().ok()?.get("error")?.get("code")?.as_str().map(str::to_owned)
 }
@@ -1137,12 +1202,17 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         };
         let (mut changes, opp_link, mut full) =
             self.feed(Entity::Opportunity, previous.opportunities.as_deref()).await?;
-        let mut next = DeltaCursor { opportunities: Some(opp_link), leads: None };
+        let mut next = DeltaCursor { opportunities: Some(opp_link), leads: None, solutions: None };
         if self.config.fields.feed_leads {
             let (lead_changes, lead_link, lead_full) = self.feed(Entity::Lead, previous.leads.as_deref()).await?;
             changes.extend(lead_changes);
             next.leads = Some(lead_link);
             full |= lead_full;
+        }
+        if self.config.fields.feed_solutions {
+            let (rows, link) = self.solution_feed(previous.solutions.as_deref()).await?;
+            next.solutions = Some(link);
+            merge_solution_changes(&mut changes, rows);
         }
         let next = serde_json::to_string(&next).map_err(|e| CrmError::Unexpected(e.into()))?;
         Ok(ChangeBatch { changes, next: ChangeCursor(next), full_resync: full })

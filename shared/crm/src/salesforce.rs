@@ -116,6 +116,8 @@ struct FeedState {
 struct SfCursor {
     opportunities: FeedState,
     leads: Option<FeedState>,
+    #[serde(default)]
+    solutions: Option<FeedState>,
 }
 
 /// A SOQL string literal.
@@ -879,10 +881,46 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         q
     }
 
+    fn solution_feed_query(&self, state: &FeedState) -> String {
+        let s = &self.config.fields.solutions;
+        let mut q = format!("SELECT Id, SystemModstamp, LastModifiedById, {} FROM {}", s.opportunity_lookup, s.entity);
+        if let Some(wm) = state.wm {
+            let since = wm - chrono::Duration::seconds(OVERLAP_SECONDS);
+            q.push_str(&format!(" WHERE SystemModstamp >= {}", since.format("%Y-%m-%dT%H:%M:%SZ")));
+        }
+        q.push_str(" ORDER BY SystemModstamp, Id");
+        q
+    }
+
+    /// Solution rows added or changed by someone other than the connector, as changes of their
+    /// opportunities (the version names the row, so the poller never takes it for our own echo).
+    async fn collect_solutions(&self, first: Value, state: &FeedState) -> Result<(Vec<Change>, FeedState), CrmError> {
+        let lookup = self.config.fields.solutions.opportunity_lookup.clone();
+        let me = self.whoami().await?.user_id;
+        let (rows, next) = self.collect(Obj::Opportunity, first, state, Some(&lookup)).await?;
+        let changes = rows
+            .into_iter()
+            .filter(|(c, _)| c.meta.modified_by.as_deref() != Some(me.as_str()))
+            .filter_map(|(c, parent)| {
+                let record = CrmRef::parse(Obj::Opportunity.name(), parent?).ok()?;
+                let meta = RecordMeta { version: format!("solution:{}:{}", c.record.id(), c.meta.version), ..c.meta };
+                Some(Change { kind: ChangeKind::Opportunity, record, meta, deleted: false })
+            })
+            .collect();
+        Ok((changes, next))
+    }
+
     /// Turns query pages into changes, following `nextRecordsUrl`.
-    async fn collect(&self, o: Obj, first: Value, state: &FeedState) -> Result<(Vec<Change>, FeedState), CrmError> {
+    /// With `extra`, each change comes with that column's value (a solution row's opportunity).
+    async fn collect(
+        &self,
+        o: Obj,
+        first: Value,
+        state: &FeedState,
+        extra: Option<&str>,
+    ) -> Result<(Vec<(Change, Option<String>)>, FeedState), CrmError> {
         let mut page = first;
-        let mut records: Vec<(String, String, Option<String>)> = Vec::new();
+        let mut records: Vec<(String, String, Option<String>, Option<String>)> = Vec::new();
         loop {
             for r in page.get("records").and_then(Value::as_array).into_iter().flatten() {
                 let (Some(id), Some(stamp)) =
@@ -894,6 +932,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
                     id.to_owned(),
                     stamp.to_owned(),
                     r.get("LastModifiedById").and_then(Value::as_str).map(str::to_owned),
+                    extra.and_then(|c| r.get(c)).and_then(Value::as_str).map(str::to_owned),
                 ));
             }
             match page.get("nextRecordsUrl").and_then(Value::as_str) {
@@ -905,13 +944,13 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         }
         let mut changes = Vec::new();
         let mut next = FeedState { wm: state.wm, seen: BTreeMap::new() };
-        for (id, stamp, by) in &records {
+        for (id, stamp, by, extra) in &records {
             if state.seen.get(id) != Some(stamp) {
                 let record = CrmRef::parse(o.name(), id.clone()).map_err(|e| CrmError::Unexpected(e.into()))?;
                 let kind = if o == Obj::Lead { ChangeKind::Lead } else { ChangeKind::Opportunity };
                 let meta =
                     RecordMeta { version: stamp.clone(), modified_at: parse_sf_time(stamp), modified_by: by.clone() };
-                changes.push(Change { kind, record, meta, deleted: false });
+                changes.push((Change { kind, record, meta, deleted: false }, extra.clone()));
             }
             if let Some(t) = parse_sf_time(stamp) {
                 next.wm = Some(next.wm.map_or(t, |w| w.max(t)));
@@ -923,7 +962,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
             _ => true,
         };
         next.seen.extend(state.seen.iter().filter(|(_, s)| keep(s)).map(|(k, v)| (k.clone(), v.clone())));
-        next.seen.extend(records.iter().filter(|(_, s, _)| keep(s)).map(|(id, s, _)| (id.clone(), s.clone())));
+        next.seen.extend(records.iter().filter(|(_, s, _, _)| keep(s)).map(|(id, s, _, _)| (id.clone(), s.clone())));
         Ok((changes, next))
     }
 }
@@ -1356,37 +1395,59 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             }
             None => (SfCursor::default(), true),
         };
-        let opp_q = self.feed_query(Obj::Opportunity, &previous.opportunities);
+        let f = &self.config.fields;
         let query_path = |q: &str| self.data(&format!("query?q={}", urlencoding::encode(q)));
-        let (opp_page, lead_page) = if self.config.fields.feed_leads {
-            // Both queries in one composite call: one API call per idle poll.
-            let lead_state = previous.leads.clone().unwrap_or_default();
-            let lead_q = self.feed_query(Obj::Lead, &lead_state);
-            let results = self
-                .composite(vec![
-                    json!({"method": "GET", "url": query_path(&opp_q), "referenceId": "opportunities"}),
-                    json!({"method": "GET", "url": query_path(&lead_q), "referenceId": "leads"}),
-                ])
-                .await?;
-            let [(os, ob), (ls, lb)] = results.as_slice() else {
+        let lead_state = previous.leads.clone().unwrap_or_default();
+        // A solution feed without a state reads where the rows stand and reports nothing: the
+        // opportunities' own snapshot covers what exists.
+        let solutions_fresh = previous.solutions.is_none();
+        let solution_state = previous.solutions.clone().unwrap_or_default();
+        let mut queries = vec![("opportunities", self.feed_query(Obj::Opportunity, &previous.opportunities))];
+        if f.feed_leads {
+            queries.push(("leads", self.feed_query(Obj::Lead, &lead_state)));
+        }
+        if f.feed_solutions {
+            queries.push(("solutions", self.solution_feed_query(&solution_state)));
+        }
+        // Every query in one composite call: one API call per idle poll.
+        let mut pages: BTreeMap<&str, Value> = BTreeMap::new();
+        if let [(name, q)] = queries.as_slice() {
+            pages.insert(name, self.send(Method::GET, &query_path(q), None, ("Opportunity", "")).await?.json()?);
+        } else {
+            let subs = queries
+                .iter()
+                .map(|(name, q)| json!({"method": "GET", "url": query_path(q), "referenceId": name}))
+                .collect();
+            let results = self.composite(subs).await?;
+            if results.len() != queries.len() {
                 return Err(unexpected("composite answered with the wrong number of results"));
-            };
-            for (s, b) in [(os, ob), (ls, lb)] {
-                if !(200..300).contains(s) {
-                    return Err(error_of(*s, b, None, ("query", "")));
+            }
+            for ((name, _), (status, body)) in queries.iter().zip(results) {
+                if !(200..300).contains(&status) {
+                    return Err(error_of(status, &body, None, ("query", "")));
+                }
+                pages.insert(name, body);
+            }
+        }
+        let page = |name: &str| pages.get(name).cloned().unwrap_or(Value::Null);
+        let (opps, opp_state) =
+            self.collect(Obj::Opportunity, page("opportunities"), &previous.opportunities, None).await?;
+        let mut changes: Vec<Change> = opps.into_iter().map(|(c, _)| c).collect();
+        let mut next = SfCursor { opportunities: opp_state, leads: None, solutions: None };
+        if f.feed_leads {
+            let (lead_changes, state) = self.collect(Obj::Lead, page("leads"), &lead_state, None).await?;
+            changes.extend(lead_changes.into_iter().map(|(c, _)| c));
+            next.leads = Some(state);
+        }
+        if f.feed_solutions {
+            let (rows, state) = self.collect_solutions(page("solutions"), &solution_state).await?;
+            next.solutions = Some(state);
+            let rows = if solutions_fresh { Vec::new() } else { rows };
+            for c in rows {
+                if !changes.iter().any(|x| x.record == c.record) {
+                    changes.push(c);
                 }
             }
-            (ob.clone(), Some(lb.clone()))
-        } else {
-            (self.send(Method::GET, &query_path(&opp_q), None, ("Opportunity", "")).await?.json()?, None)
-        };
-        let (mut changes, opp_state) = self.collect(Obj::Opportunity, opp_page, &previous.opportunities).await?;
-        let mut next = SfCursor { opportunities: opp_state, leads: None };
-        if let Some(page) = lead_page {
-            let lead_state = previous.leads.unwrap_or_default();
-            let (lead_changes, state) = self.collect(Obj::Lead, page, &lead_state).await?;
-            changes.extend(lead_changes);
-            next.leads = Some(state);
         }
         let next = serde_json::to_string(&next).map_err(|e| CrmError::Unexpected(e.into()))?;
         Ok(ChangeBatch { changes, next: ChangeCursor(next), full_resync: full })

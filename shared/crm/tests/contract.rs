@@ -652,6 +652,52 @@ async fn a_referral_without_opportunity_loads_its_customer_alongside<H: Harness>
     assert_eq!(customer, None, "an existing opportunity needs no customer lookup");
 }
 
+async fn a_solution_added_by_a_seller_is_a_change_of_its_opportunity<H: Harness>() {
+    let h = H::start().await;
+    let crm = h.solution_feed_adapter();
+    let me = crm.whoami().await.unwrap();
+    let created = crm
+        .create_opportunity_with(&NewOpportunity {
+            fields: opportunity(Some(referral())),
+            solutions: solutions(&["SOL-A"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let opp = created.record.id.clone();
+    h.clock().advance(chrono::Duration::seconds(2));
+    let first = crm.changes(None).await.unwrap();
+    assert_eq!(first.changes.iter().map(|c| c.record.id()).collect::<Vec<_>>(), [opp.as_str()], "snapshot");
+
+    h.clock().advance(chrono::Duration::seconds(60));
+    let before = h.api_calls().await;
+    let idle = crm.changes(Some(&first.next)).await.unwrap();
+    assert!(idle.changes.is_empty(), "{:?}", idle.changes);
+    let expected = match crm.kind() {
+        CrmKind::Salesforce => 1, // the solution query rides in the same composite request
+        CrmKind::Dynamics => 2,   // a second delta feed
+    };
+    assert_eq!(h.api_calls().await - before, expected, "an idle poll watching solutions");
+
+    h.clock().advance(chrono::Duration::seconds(60));
+    h.user_add_solution(&opp, "SOL-B").await;
+    h.clock().advance(chrono::Duration::seconds(60));
+    let added = crm.changes(Some(&idle.next)).await.unwrap();
+    assert_eq!(added.changes.len(), 1, "{:?}", added.changes);
+    let change = &added.changes[0];
+    assert_eq!((change.kind, change.record.id()), (ChangeKind::Opportunity, opp.as_str()));
+    assert_ne!(change.meta.modified_by.as_deref(), Some(me.user_id.as_str()));
+    h.clock().advance(chrono::Duration::seconds(60));
+    let after = crm.changes(Some(&added.next)).await.unwrap();
+    assert!(after.changes.is_empty(), "reported once: {:?}", after.changes);
+
+    // The connector's own solution rows are not changes to sync back.
+    crm.add_solution(&opp, "SOL-C", None).await.unwrap();
+    h.clock().advance(chrono::Duration::seconds(60));
+    let own = crm.changes(Some(&after.next)).await.unwrap();
+    assert!(own.changes.is_empty(), "{:?}", own.changes);
+}
+
 macro_rules! contract_suite {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -764,6 +810,10 @@ macro_rules! contract_suite {
             #[tokio::test]
             async fn a_referral_without_opportunity_loads_its_customer_alongside() {
                 super::a_referral_without_opportunity_loads_its_customer_alongside::<$harness>().await
+            }
+            #[tokio::test]
+            async fn a_solution_added_by_a_seller_is_a_change_of_its_opportunity() {
+                super::a_solution_added_by_a_seller_is_a_change_of_its_opportunity::<$harness>().await
             }
             #[tokio::test]
             async fn every_call_is_charged_to_the_budget() {

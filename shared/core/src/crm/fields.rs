@@ -145,6 +145,11 @@ pub struct CrmFieldMap {
     pub lead_defaults: BTreeMap<String, serde_json::Value>,
     /// "Co-sell only" (false) vs leads too (true): whether the change feed also watches leads.
     pub feed_leads: bool,
+    /// The change feed also watches the solution rows, so that a solution added to an opportunity
+    /// already shared reaches Partner Center without another edit of the opportunity (Salesforce:
+    /// inside the same composite request, no extra call; Dataverse: a second delta feed, +1 call per
+    /// poll). Removed rows are not seen this way (the next change of the opportunity carries them).
+    pub feed_solutions: bool,
 }
 
 fn s(v: &str) -> String {
@@ -263,6 +268,7 @@ impl CrmFieldMap {
                 opportunity_defaults: BTreeMap::new(),
                 lead_defaults: BTreeMap::new(),
                 feed_leads: false,
+                feed_solutions: false,
             },
             CrmKind::Salesforce => Self {
                 crm,
@@ -325,6 +331,7 @@ impl CrmFieldMap {
                 opportunity_defaults: BTreeMap::new(),
                 lead_defaults: BTreeMap::new(),
                 feed_leads: false,
+                feed_solutions: true,
             },
         }
     }
@@ -479,6 +486,7 @@ struct Raw {
     opportunity_defaults: BTreeMap<String, serde_json::Value>,
     lead_defaults: BTreeMap<String, serde_json::Value>,
     feed_leads: bool,
+    feed_solutions: bool,
 }
 
 macro_rules! mirror {
@@ -496,13 +504,13 @@ mirror!(CrmFieldMap => Raw { crm, opportunity_name, deal_value, close_date, desc
     contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, account_contacts, lead_topic,
     lead_first_name, lead_last_name, lead_company, lead_email, lead_phone, lead_country, lead_description,
     lead_deal_value, cosell, solutions, stage, stage_active, stage_on_hold, stage_won, stage_lost, lead_status_new,
-    help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads });
+    help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads, feed_solutions });
 mirror!(Raw => CrmFieldMap { crm, opportunity_name, deal_value, close_date, description, currency, multi_currency,
     opportunity_account, opportunity_contact, account_name, account_postal_code, account_country, account_match,
     contact_first_name, contact_last_name, contact_email, contact_phone, contact_account, account_contacts, lead_topic,
     lead_first_name, lead_last_name, lead_company, lead_email, lead_phone, lead_country, lead_description,
     lead_deal_value, cosell, solutions, stage, stage_active, stage_on_hold, stage_won, stage_lost, lead_status_new,
-    help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads });
+    help_values, visibility_values, opportunity_defaults, lead_defaults, feed_leads, feed_solutions });
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,10 @@ pub trait Harness: Sized {
     /// A seller edits the opportunity's description in the CRM.
     async fn user_edit_description(&self, id: &str, text: &str);
     async fn count_opportunities_with_referral(&self, referral: &str) -> usize;
+    /// A seller links a solution to an opportunity in the CRM's UI.
+    async fn user_add_solution(&self, opportunity_id: &str, solution_id: &str);
+    /// An adapter whose change feed also watches the solution rows.
+    fn solution_feed_adapter(&self) -> impl CrmPort;
     /// Another adapter on the same simulator, with its own budget and (optionally) a wrong secret.
     fn adapter<B: ApiBudget>(&self, budget: B, secret: &str) -> impl CrmPort;
 }
@@ -122,6 +126,18 @@ impl Harness for DynamicsHarness {
         let v = sim(&format!("{}/_sim/records/opportunities", self.base_url()), reqwest::Method::GET, None).await;
         v["value"].as_array().unwrap().iter().filter(|r| r["cosell_referralid"] == referral).count()
     }
+    async fn user_add_solution(&self, opportunity_id: &str, solution_id: &str) {
+        let url = format!("{}/_sim/records/cosell_pcsolutions", self.base_url());
+        let row = serde_json::json!({"cosell_solutionid": solution_id,
+            "cosell_opportunityid@odata.bind": format!("/opportunities({opportunity_id})")});
+        sim(&url, reqwest::Method::POST, Some(row)).await;
+    }
+    fn solution_feed_adapter(&self) -> impl CrmPort {
+        let mut cfg =
+            DynamicsConfig::for_simulator(&self.base_url(), "cosell-connector", SecretString::from("sim-secret"));
+        cfg.fields.feed_solutions = true;
+        DynamicsCrm::new(cfg, self.budget.clone()).unwrap()
+    }
 }
 
 pub struct SalesforceHarness {
@@ -195,5 +211,14 @@ impl Harness for SalesforceHarness {
     async fn count_opportunities_with_referral(&self, referral: &str) -> usize {
         let v = sim(&format!("{}/_sim/records/Opportunity", self.base_url()), reqwest::Method::GET, None).await;
         v["records"].as_array().unwrap().iter().filter(|r| r["Referral_Identifier__c"] == referral).count()
+    }
+    async fn user_add_solution(&self, opportunity_id: &str, solution_id: &str) {
+        let url = format!("{}/_sim/records/Microsoft_Solution__c", self.base_url());
+        let row = serde_json::json!({"Solution_Identifier__c": solution_id, "Opportunity__c": opportunity_id});
+        sim(&url, reqwest::Method::POST, Some(row)).await;
+    }
+    fn solution_feed_adapter(&self) -> impl CrmPort {
+        // Salesforce watches the solution rows by default (no extra call).
+        self.adapter(self.budget.clone(), "sim-secret")
     }
 }
