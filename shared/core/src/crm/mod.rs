@@ -430,21 +430,16 @@ pub trait CrmPort: Send + Sync {
 
     /// The opportunity of a referral (as [`CrmPort::load_opportunity`] by referral id) and, when there
     /// is none and a customer is given, the customer a new one would get (as
-    /// [`CrmPort::find_customer`]). Salesforce: 1 API call (one composite request). Otherwise: 1, +1
-    /// when there is no opportunity and a customer is given.
+    /// [`CrmPort::find_customer`]) — where the CRM can answer both in one call (Salesforce: one
+    /// composite request). Elsewhere the customer is `None`, left to a `find_customer` when a create
+    /// needs it (so that a plan ending in a skip does not pay for it). 1 API call.
     fn load_opportunity_or_customer(
         &self,
         referral: &ReferralId,
         customer: Option<(&AccountFields, Option<&str>)>,
     ) -> impl Future<Output = Result<(Option<OpportunityDetails>, Option<Customer>), CrmError>> + Send {
-        async move {
-            let found = self.load_opportunity(OpportunityKey::Referral(referral)).await?;
-            let customer = match (&found, customer) {
-                (None, Some((account, email))) => Some(self.find_customer(account, email).await?),
-                _ => None,
-            };
-            Ok((found, customer))
-        }
+        let _ = customer;
+        async move { Ok((self.load_opportunity(OpportunityKey::Referral(referral)).await?, None)) }
     }
 
     /// The account matching `fields` on the configured match keys (name + postal code by default;

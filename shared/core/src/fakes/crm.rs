@@ -423,19 +423,18 @@ impl CrmPort for InMemoryCrm {
         }))
     }
 
-    /// Salesforce answers both in one composite request; Dataverse needs a second call.
+    /// As the adapters: Salesforce answers both in one composite request; Dataverse leaves the
+    /// customer to a later `find_customer`.
     async fn load_opportunity_or_customer(
         &self,
         referral: &ReferralId,
         customer: Option<(&AccountFields, Option<&str>)>,
     ) -> Result<(Option<OpportunityDetails>, Option<Customer>), CrmError> {
         let found = self.load_opportunity(OpportunityKey::Referral(referral)).await?;
-        let customer = match (&found, customer) {
-            (None, Some((account, email))) => {
+        let customer = match (&found, customer, self.kind) {
+            (None, Some((account, email)), CrmKind::Salesforce) => {
                 let c = self.find_customer(account, email).await?;
-                if self.kind == CrmKind::Salesforce {
-                    lock(&self.inner).calls -= 1;
-                }
+                lock(&self.inner).calls -= 1; // the same composite request
                 Some(c)
             }
             _ => None,
