@@ -135,6 +135,17 @@ pub struct Direction {
     pub after_tick: Vec<Duration>,
     /// Messages the workers retried or failed (0 expected).
     pub worker_errors: usize,
+    /// Why, with how many messages each.
+    pub error_reasons: BTreeMap<String, usize>,
+}
+
+fn reasons(errors: &[cosell_cli::runner::WorkerError]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in errors {
+        let retried = if e.dead_letter_bound { "failed" } else { "retried" };
+        *m.entry(format!("{retried}: {}", e.reason.chars().take(160).collect::<String>())).or_insert(0) += 1;
+    }
+    m
 }
 
 /// PC → CRM: `n` inbound co-sell referrals created in the Partner Center simulator (as Microsoft
@@ -149,10 +160,11 @@ pub async fn pc_to_crm(
     let crm = Crm::new(choice);
     let (sb, dir) = start(choice, interval).await?;
     let result = pc_to_crm_on(&sb, &crm, n, timeout).await;
-    let errors = sb.metrics().errors().len();
+    let errors = sb.metrics().errors();
     stop(sb, dir).await;
     let mut d = result?;
-    d.worker_errors = errors;
+    d.worker_errors = errors.len();
+    d.error_reasons = reasons(&errors);
     Ok(d)
 }
 
@@ -244,6 +256,7 @@ pub async fn crm_to_pc(
     stop(sb, dir).await;
     let (mut d, flag_and_created) = result?;
     d.worker_errors = metrics.errors().len();
+    d.error_reasons = reasons(&metrics.errors());
     // Which tick read each flag: the first that started after it.
     let ticks = metrics.tick_starts();
     let (waits, after): (Vec<_>, Vec<_>) = flag_and_created
@@ -459,6 +472,7 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
          |---|---|---|---|---|---|---|---|---|\n",
     );
     let mut details = String::new();
+    let mut retries = String::new();
     for choice in [CrmChoice::Dynamics, CrmChoice::Salesforce] {
         crate::say(&format!("  {}: PC → CRM, {n} referrals…", choice.label()));
         let a = pc_to_crm(choice, n, interval, timeout).await?;
@@ -475,6 +489,9 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
                 p(&d.latencies),
                 d.worker_errors
             ));
+            for (reason, count) in &d.error_reasons {
+                retries.push_str(&format!("- {} {what}, {count}×: {reason}\n", choice.label()));
+            }
         }
         details.push_str(&format!(
             "| {} | Partner Center change → receiver's 2xx (`referral-created` deliveries) | {} | {} |\n",
@@ -497,6 +514,13 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
     }
     out.push_str("\nWhere the time goes:\n\n| CRM | span | samples | p50 | p99 |\n|---|---|---|---|---|\n");
     out.push_str(&details);
+    if !retries.is_empty() {
+        out.push_str(
+            "\nWorker retries (messages handed back to the queue and synced on a later receive; every record above \
+             arrived):\n\n",
+        );
+        out.push_str(&retries);
+    }
     out.push('\n');
     Ok(out)
 }

@@ -41,6 +41,8 @@ pub const FUNCTIONS: [&str; 5] = ["webhook-receiver", "pc-to-crm", "crm-poller",
 const PC_BATCH: &str = include_str!("../../functions/pc-to-crm/src/fixtures/sqs-fifo-batch.json");
 const CRM_BATCH: &str = include_str!("../../functions/crm-to-pc/src/fixtures/sqs-fifo-batch.json");
 const SCHEDULE: &str = include_str!("../../functions/crm-poller/src/fixtures/scheduler-event.json");
+/// The pinned cargo-lambda, named in the report.
+const CARGO_LAMBDA: &str = include_str!("../../infra/requirements-deploy.txt");
 const UNSIGNED: &str = include_str!("../../functions/webhook-receiver/src/fixtures/apigw-v2-unsigned-delivery.json");
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct Options {
     pub arm64_dir: PathBuf,
     /// Cold starts per function.
     pub runs: usize,
+    /// `host:port` of `cargo lambda watch --only-lambda-apis`, to repeat each cold start under it.
+    pub watch: Option<String>,
 }
 
 // ---------- a minimal Lambda Runtime API ----------
@@ -326,6 +330,81 @@ async fn seed_referrals(pc: &pcsim::SimHandle, n: usize) -> anyhow::Result<Vec<S
         .collect()
 }
 
+/// The invocation event of `name`; `seq` picks fresh records, so that each invocation does the
+/// full work (not an echo of an earlier run).
+async fn event_for(name: &str, stack: &Stack, seq: usize) -> anyhow::Result<(String, &'static str)> {
+    Ok(match name {
+        "pc-to-crm" => {
+            let ids = seed_referrals(&stack.pc, 10).await?;
+            (batch_of_ten(PC_BATCH, "{{REFERRAL_ID}}", &ids)?, "10 SQS records: new co-sell referrals")
+        }
+        "crm-to-pc" => {
+            let http = reqwest::Client::new();
+            let base = stack.crm.base_url();
+            let mut ids = Vec::new();
+            for i in 0..10 {
+                ids.push(crate::e2e::flagged_opportunity(&http, CrmChoice::Dynamics, &base, seq * 10 + i).await?);
+            }
+            (batch_of_ten(CRM_BATCH, "{{OPPORTUNITY_ID}}", &ids)?, "10 SQS records: flagged co-sell opportunities")
+        }
+        "crm-poller" => (SCHEDULE.to_owned(), "scheduler event: one tick (CRM change feed + sweep)"),
+        "webhook-receiver" => (UNSIGNED.to_owned(), "API Gateway v2: an unsigned delivery (refused, 401)"),
+        _ => ("{}".to_owned(), "manual invocation: register the webhook"),
+    })
+}
+
+/// The same cold start under `cargo lambda watch --only-lambda-apis` (its Runtime API at
+/// `http://<watch>/.rt`, default function `_`): the invocation is posted to the emulator right after
+/// the spawn, so spawn → answer is cold init plus the first invocation, through cargo-lambda's emulator.
+async fn watch_start(
+    bin: &Path,
+    env: &[(String, String)],
+    event: String,
+    watch: &str,
+    logs: &Path,
+) -> anyhow::Result<(Duration, u64, String)> {
+    let log = std::fs::File::create(logs)?;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_LAMBDA_RUNTIME_API", format!("http://{watch}/.rt"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id().context("no pid")?;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(60),
+        http.post(format!("http://{watch}/2015-03-31/functions/_/invocations")).body(event).send(),
+    )
+    .await
+    .with_context(|| format!("no answer through cargo lambda watch within 60 s; log in {}", logs.display()))?
+    .context("invoking through cargo lambda watch")?;
+    let ok = resp.status().is_success();
+    let answer = summary(ok, &String::from_utf8_lossy(&resp.bytes().await.unwrap_or_default()));
+    let total = started.elapsed();
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Ok((total, hwm, answer))
+}
+
+/// What an invocation answered, in a few words.
+fn summary(ok: bool, body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match (ok, v.get("batchItemFailures").and_then(Value::as_array), v.get("statusCode"), v.get("status")) {
+        (true, Some(f), _, _) => format!("{} failed", f.len()),
+        (true, None, Some(code), _) => format!("answered {code}"),
+        (true, None, None, Some(status)) => format!("answered {status}"),
+        (true, _, _, _) => "succeeded".into(),
+        (false, _, _, _) => format!("invocation error: {}", body.chars().take(120).collect::<String>()),
+    }
+}
+
 /// Median of a sample (sorted copy).
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -369,54 +448,46 @@ pub async fn run(opts: &Options) -> anyhow::Result<String> {
         crate::say(&format!("  {name}: {runs} cold starts…"));
         let mut inits = Vec::new();
         let mut invokes = Vec::new();
+        let mut totals = Vec::new();
+        let mut watched = Vec::new();
+        let mut watch_answers = std::collections::BTreeSet::new();
+        let mut answers = std::collections::BTreeSet::new();
         let mut hwm = 0;
         let mut outcome = String::new();
         for run in 0..runs {
-            // Fresh records every run, so that each invocation does the full work (not an echo).
-            let (event, what) = match name {
-                "pc-to-crm" => {
-                    let ids = seed_referrals(&stack.pc, 10).await?;
-                    (batch_of_ten(PC_BATCH, "{{REFERRAL_ID}}", &ids)?, "10 SQS records: new co-sell referrals")
-                }
-                "crm-to-pc" => {
-                    let http = reqwest::Client::new();
-                    let mut ids = Vec::new();
-                    for i in 0..10 {
-                        let base = stack.crm.base_url();
-                        ids.push(
-                            crate::e2e::flagged_opportunity(&http, CrmChoice::Dynamics, &base, run * 10 + i).await?,
-                        );
-                    }
-                    (
-                        batch_of_ten(CRM_BATCH, "{{OPPORTUNITY_ID}}", &ids)?,
-                        "10 SQS records: flagged co-sell opportunities",
-                    )
-                }
-                "crm-poller" => (SCHEDULE.to_owned(), "scheduler event: one tick (CRM change feed + sweep)"),
-                "webhook-receiver" => (UNSIGNED.to_owned(), "API Gateway v2: an unsigned delivery (refused, 401)"),
-                _ => ("{}".to_owned(), "manual invocation: register the webhook"),
-            };
+            let (event, what) = event_for(name, &stack, 2 * run).await?;
             let s = cold_start(&bin, name, &stack.env, event, &logs.join(format!("{name}-{run}.log"))).await?;
             inits.push(s.init);
             invokes.push(s.invoke);
+            totals.push(s.init + s.invoke);
             hwm = hwm.max(s.hwm_kib);
-            let answer: Value = serde_json::from_str(&s.answer).unwrap_or(Value::Null);
-            outcome = match (s.ok, answer.get("batchItemFailures").and_then(Value::as_array), answer.get("statusCode"))
-            {
-                (true, Some(f), _) => format!("{what}; {} failed", f.len()),
-                (true, None, Some(code)) => format!("{what}; answered {code}"),
-                (true, _, _) => format!("{what}; succeeded"),
-                (false, _, _) => {
-                    format!("{what}; invocation error: {}", s.answer.chars().take(120).collect::<String>())
-                }
-            };
+            if let Some(watch) = &opts.watch {
+                let (event, _) = event_for(name, &stack, 2 * run + 1).await?;
+                let log = logs.join(format!("{name}-{run}-watch.log"));
+                let (total, w_hwm, answer) = watch_start(&bin, &stack.env, event, watch, &log).await?;
+                watched.push(total);
+                hwm = hwm.max(w_hwm);
+                watch_answers.insert(answer);
+            }
+            answers.insert(summary(s.ok, &s.answer));
+            outcome = format!("{what}; {}", answers.iter().cloned().collect::<Vec<_>>().join(" / "));
         }
         let host = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+        // The answers under watch, when they differ from ours: the time is then not comparable.
+        let under_watch = if watched.is_empty() {
+            "not run".to_owned()
+        } else if watch_answers == answers {
+            ms(median(watched))
+        } else {
+            let differs = watch_answers.iter().cloned().collect::<Vec<_>>().join(" / ");
+            format!("{} (but answered: {differs})", ms(median(watched)))
+        };
         rows.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {outcome} |\n",
+            "| {name} | {} | {} | {} | {} | {under_watch} | {} | {} | {outcome} |\n",
             ms(median(inits.clone())),
             ms(inits.iter().copied().max().unwrap_or_default()),
             ms(median(invokes)),
+            ms(median(totals)),
             mib(hwm * 1024),
             mib(host),
         ));
@@ -451,8 +522,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<String> {
 
     let mut out = format!("{HEADING}\n\n");
     out.push_str(&format!(
-        "Command: `infra/bench-lambda.sh` (starts the local AWS emulator, builds the host release binaries, runs \
-         `cosell-bench --lambda`; this section only). Generated {}.\n\n\
+        "Command: `infra/bench-lambda.sh` (starts the local AWS emulator and `cargo lambda watch --only-lambda-apis`, \
+         builds the host release binaries, runs `cosell-bench --lambda --watch …`; this section only). Generated {}.\n\n\
          Each function's **host (x86_64) release binary** is started {runs} times as Lambda starts `bootstrap`: the stack's \
          environment (template.yaml's variables, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256`) and `AWS_LAMBDA_RUNTIME_API` \
          pointing at a minimal Lambda Runtime API that the benchmark serves on loopback. **Cold init** is the time from \
@@ -462,13 +533,18 @@ pub async fn run(opts: &Options) -> anyhow::Result<String> {
          with the event below (the queue workers: a batch of 10 records built from the function's SQS fixture, each run on \
          fresh records so that every invocation does the full sync); **peak RSS** is `VmHWM` of the function process \
          read from `/proc/<pid>/status` after that invocation (the largest of the runs).\n\n\
-         Why not `cargo lambda watch`: its emulator starts the function itself through `cargo run` on the first invoke, \
-         so the first invocation's time includes cargo's build check and cannot be split into init and handler; the \
-         process it starts is a `cargo` child whose memory is not the function's alone. Serving the Runtime API here \
-         gives the spawn → first `next` time exactly, with the same binary and the same protocol.\n\n\
-         | function | cold init (median) | cold init (max) | first invocation | peak RSS (VmHWM) | host binary | invocation |\n\
-         |---|---|---|---|---|---|---|\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+         **Under `cargo lambda watch`**: the same binary started against cargo-lambda's emulator \
+         (`cargo lambda watch --only-lambda-apis`: its Runtime API, the function started by us rather than built and \
+         started by cargo-lambda, whose compile step would be counted), the invocation posted to the emulator right after the spawn; \
+         the emulator does not expose when the function first asked for work, so this column is spawn → answer (cold init \
+         plus the first invocation), to compare with the column before it. cargo-lambda's emulator ({}) sends \
+         `Lambda-Runtime-Deadline-Ms: 600000` (a duration, not the epoch time the protocol specifies), so a function that \
+         budgets its work by the deadline sees it passed; when an answer differs from ours the column says so.\n\n\
+         | function | cold init (median) | cold init (max) | first invocation (median) | spawn → first answer (median) | \
+         same under `cargo lambda watch` | peak RSS (VmHWM) | host binary | invocation |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        CARGO_LAMBDA.lines().find(|l| l.starts_with("cargo-lambda")).unwrap_or("cargo-lambda").replace("==", " ")
     ));
     out.push_str(&rows);
     out.push_str(&format!(

@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     let mut functions_dir = target.join("release");
     let mut arm64_dir = target.join("lambda").join("arm64");
+    let mut watch = None;
     let mut args = std::env::args().skip(1);
     let path =
         |v: Option<String>, flag: &str| v.map(PathBuf::from).ok_or_else(|| anyhow::anyhow!("{flag} needs a path"));
@@ -47,10 +48,11 @@ fn main() -> anyhow::Result<()> {
             "--lambda" => lambda = true,
             "--functions" => functions_dir = path(args.next(), "--functions")?,
             "--arm64" => arm64_dir = path(args.next(), "--arm64")?,
+            "--watch" => watch = Some(args.next().ok_or_else(|| anyhow::anyhow!("--watch needs host:port"))?),
             "-h" | "--help" => {
                 println!(
                     "cosell-bench [--out BENCHMARKS.md] [--quick]\n\
-                     cosell-bench --lambda [--functions DIR] [--arm64 DIR] [--out BENCHMARKS.md]\n\n\
+                     cosell-bench --lambda [--functions DIR] [--arm64 DIR] [--watch HOST:PORT] [--out BENCHMARKS.md]\n\n\
                      Runs the benchmarks and writes the report. --lambda measures the Lambda functions only (section 5;\n\
                      needs the local AWS emulator: use infra/bench-lambda.sh) and replaces that section of the report."
                 );
@@ -63,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     if lambda {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         println!("Lambda functions…");
-        let section = rt.block_on(lambda::run(&lambda::Options { functions_dir, arm64_dir, runs: 5 }))?;
+        let section = rt.block_on(lambda::run(&lambda::Options { functions_dir, arm64_dir, runs: 5, watch }))?;
         std::fs::write(&out, report::replace_section(&old, lambda::HEADING, &section))?;
         println!("wrote {}", out.display());
         return Ok(());

@@ -100,3 +100,28 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n\nold five\n";
+
+    #[test]
+    fn a_section_runs_to_the_next_heading_or_the_end() {
+        assert_eq!(section(DOC, "## 4. End to end"), Some("## 4. End to end\n\nfour\n\n"));
+        assert_eq!(section(DOC, "## 5. Lambda functions"), Some("## 5. Lambda functions\n\nold five\n"));
+        assert_eq!(section(DOC, "## 6. Nothing"), None);
+    }
+
+    #[test]
+    fn replacing_a_section_keeps_the_others_and_appends_a_missing_one() {
+        let new = replace_section(DOC, "## 5. Lambda functions", "## 5. Lambda functions\n\nnew five\n");
+        assert_eq!(new, "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n\nnew five\n");
+        let without = "# Benchmarks\n\n## 4. End to end\n\nfour\n";
+        assert_eq!(
+            replace_section(without, "## 5. Lambda functions", "## 5. Lambda functions\n"),
+            "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n"
+        );
+    }
+}
