@@ -399,7 +399,7 @@ fn summary(ok: bool, body: &str) -> String {
     match (ok, v.get("batchItemFailures").and_then(Value::as_array), v.get("statusCode"), v.get("status")) {
         (true, Some(f), _, _) => format!("{} failed", f.len()),
         (true, None, Some(code), _) => format!("answered {code}"),
-        (true, None, None, Some(status)) => format!("answered {status}"),
+        (true, None, None, Some(status)) => format!("answered \"{}\"", status.as_str().unwrap_or_default()),
         (true, _, _, _) => "succeeded".into(),
         (false, _, _, _) => format!("invocation error: {}", body.chars().take(120).collect::<String>()),
     }
@@ -480,7 +480,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<String> {
             ms(median(watched))
         } else {
             let differs = watch_answers.iter().cloned().collect::<Vec<_>>().join(" / ");
-            format!("{} (but answered: {differs})", ms(median(watched)))
+            format!("{} (not comparable: {differs})", ms(median(watched)))
         };
         rows.push_str(&format!(
             "| {name} | {} | {} | {} | {} | {under_watch} | {} | {} | {outcome} |\n",
@@ -528,11 +528,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<String> {
          environment (template.yaml's variables, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256`) and `AWS_LAMBDA_RUNTIME_API` \
          pointing at a minimal Lambda Runtime API that the benchmark serves on loopback. **Cold init** is the time from \
          spawning the process to its first `GET /2018-06-01/runtime/invocation/next` — Lambda's \"Init Duration\": logs, \
-         configuration, both secrets read from Secrets Manager, every client built. Secrets Manager, DynamoDB and SQS are \
+         configuration, the secrets the function needs read from Secrets Manager, every client built. Secrets Manager, DynamoDB and SQS are \
          the local emulator (moto, loopback); Partner Center and Dynamics 365 are the simulators. Then one invocation \
          with the event below (the queue workers: a batch of 10 records built from the function's SQS fixture, each run on \
          fresh records so that every invocation does the full sync); **peak RSS** is `VmHWM` of the function process \
-         read from `/proc/<pid>/status` after that invocation (the largest of the runs).\n\n\
+         read from `/proc/<pid>/status` after that invocation (the largest of all runs, those under cargo-lambda included). \
+         This machine runs other builds beside the benchmark: the maxima are noisier than the medians.\n\n\
          **Under `cargo lambda watch`**: the same binary started against cargo-lambda's emulator \
          (`cargo lambda watch --only-lambda-apis`: its Runtime API, the function started by us rather than built and \
          started by cargo-lambda, whose compile step would be counted), the invocation posted to the emulator right after the spawn; \
