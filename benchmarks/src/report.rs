@@ -54,6 +54,23 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
+/// The section of `doc` that starts with the line `heading`, up to the next `## ` heading.
+pub fn section<'a>(doc: &'a str, heading: &str) -> Option<&'a str> {
+    let start = doc.find(&format!("\n{heading}")).map(|i| i + 1).or_else(|| doc.starts_with(heading).then_some(0))?;
+    let rest = &doc[start..];
+    let end = rest[heading.len()..].find("\n## ").map(|i| i + heading.len() + 1).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// `doc` with its section `heading` replaced by `new` (appended when absent).
+pub fn replace_section(doc: &str, heading: &str, new: &str) -> String {
+    match section(doc, heading) {
+        Some(old) => doc.replacen(old, new, 1),
+        None if doc.is_empty() => format!("# Benchmarks\n\n{new}"),
+        None => format!("{}\n\n{new}", doc.trim_end()),
+    }
+}
+
 impl Report {
     pub fn new(scale: Scale) -> Self {
         Self { scale, sections: Vec::new() }
@@ -66,7 +83,10 @@ impl Report {
     pub fn render(&self) -> String {
         let mut s = String::from("# Benchmarks\n\n");
         s.push_str("Every number below is written by the shipped benchmark command; rerun it to reproduce them:\n\n");
-        s.push_str("```sh\ncargo run --release -p cosell-bench            # writes BENCHMARKS.md\n```\n\n");
+        s.push_str(
+            "```sh\ncargo run --release -p cosell-bench            # sections 1-4: writes BENCHMARKS.md\n\
+             infra/bench-lambda.sh                          # section 5: the Lambda functions (local AWS emulator)\n```\n\n",
+        );
         s.push_str(&format!(
             "- Machine: {}\n- Build: release profile (LTO, 1 codegen unit){}\n- Generated: {}\n\n",
             machine(),
@@ -78,5 +98,30 @@ impl Report {
             s.push('\n');
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n\nold five\n";
+
+    #[test]
+    fn a_section_runs_to_the_next_heading_or_the_end() {
+        assert_eq!(section(DOC, "## 4. End to end"), Some("## 4. End to end\n\nfour\n\n"));
+        assert_eq!(section(DOC, "## 5. Lambda functions"), Some("## 5. Lambda functions\n\nold five\n"));
+        assert_eq!(section(DOC, "## 6. Nothing"), None);
+    }
+
+    #[test]
+    fn replacing_a_section_keeps_the_others_and_appends_a_missing_one() {
+        let new = replace_section(DOC, "## 5. Lambda functions", "## 5. Lambda functions\n\nnew five\n");
+        assert_eq!(new, "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n\nnew five\n");
+        let without = "# Benchmarks\n\n## 4. End to end\n\nfour\n";
+        assert_eq!(
+            replace_section(without, "## 5. Lambda functions", "## 5. Lambda functions\n"),
+            "# Benchmarks\n\n## 4. End to end\n\nfour\n\n## 5. Lambda functions\n"
+        );
     }
 }

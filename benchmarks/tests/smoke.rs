@@ -1,4 +1,5 @@
-//! The shipped benchmark command runs end to end (at --quick sizes) and writes every section.
+//! The shipped benchmark command runs end to end (at --quick sizes) and writes every section but the
+//! Lambda one (`--lambda` needs the local AWS emulator: `infra/bench-lambda.sh`).
 
 #[test]
 fn the_benchmark_command_writes_every_section() {
@@ -14,6 +15,9 @@ fn the_benchmark_command_writes_every_section() {
         "## 1. Engine throughput",
         "## 2. API calls per synced change",
         "## 3. Poll and reconciliation cost",
+        "## 4. End to end on the local stack",
+        "| Dynamics 365 | PC → CRM (webhook) | 20 |",
+        "| Salesforce | CRM → PC (poller) | 20 |",
         "cargo run --release -p cosell-bench",
     ] {
         assert!(report.contains(section), "missing {section:?}");
@@ -22,5 +26,9 @@ fn the_benchmark_command_writes_every_section() {
         report.contains("| PC → CRM | no-op echo of our own write | 1 | 0 |"),
         "the echo costs one call:\n{report}"
     );
+    // Every record synced, none retried: the e2e rows end with 0 worker retries.
+    let e2e: Vec<&str> = report.lines().filter(|l| l.contains("(webhook) |") || l.contains("(poller) |")).collect();
+    assert_eq!(e2e.len(), 4, "{report}");
+    assert!(e2e.iter().all(|l| l.ends_with("| 0 |")), "{report}");
     let _ = std::fs::remove_file(out);
 }

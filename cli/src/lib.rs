@@ -143,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 status_port,
                 dir: dir.clone(),
                 poll_interval: Duration::from_secs(1),
+                demo: true,
             })
             .await?;
             ops::say(&sandbox::banner(&sb, &dir));

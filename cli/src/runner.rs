@@ -53,6 +53,9 @@ pub struct Metrics {
     pub samples: Mutex<VecDeque<Sample>>,
     pub errors: Mutex<VecDeque<WorkerError>>,
     pub ticks: Mutex<u64>,
+    /// When the last poll ticks started (the CRM change feed is read first thing in a tick), so
+    /// that a change's wait for the next tick can be told from the work after it.
+    pub tick_starts: Mutex<VecDeque<DateTime<Utc>>>,
 }
 
 impl Metrics {
@@ -70,6 +73,10 @@ impl Metrics {
 
     pub fn errors(&self) -> Vec<WorkerError> {
         self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    pub fn tick_starts(&self) -> Vec<DateTime<Utc>> {
+        self.tick_starts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect()
     }
 
     pub fn ticks(&self) -> u64 {
@@ -258,6 +265,7 @@ async fn poller<P, C, S, Q>(
             clock: &clock,
             settings: &settings,
         };
+        Metrics::push(&metrics.tick_starts, clock.now());
         match poller.poll_once().await {
             Ok(o) => tracing::debug!(crm_enqueued = o.crm_enqueued, swept = o.sweep.is_some(), "poll tick"),
             Err(e) => tracing::warn!(error = %e, "poll tick failed; next tick retries"),

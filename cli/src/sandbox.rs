@@ -35,6 +35,9 @@ pub struct Options {
     pub status_port: u16,
     pub dir: PathBuf,
     pub poll_interval: Duration,
+    /// Seed the demo (the CRM simulator's records and two inbound referrals); off for a benchmark
+    /// that needs empty simulators.
+    pub demo: bool,
 }
 
 /// A running sandbox.
@@ -65,6 +68,11 @@ pub const MISSING_COUNTRY_DEAL: &str = "Tailspin Toys – Teams Phone rollout";
 pub const FLAGGED_DEAL: &str = "Contoso – Azure migration";
 
 impl Sandbox {
+    /// What the connector measured: completed syncs, errors, poll ticks.
+    pub fn metrics(&self) -> Arc<runner::Metrics> {
+        self.running.metrics.clone()
+    }
+
     pub async fn stop(self) {
         let _ = self.page_stop.send(true);
         self.running.shutdown().await;
@@ -99,12 +107,12 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     let crm = match opts.crm {
         CrmChoice::Dynamics => {
             let mut c = dynamics::Config::new(clock.clone());
-            c.seed_demo = true;
+            c.seed_demo = opts.demo;
             dynamics::Simulator::start(c).await
         }
         CrmChoice::Salesforce => {
             let mut c = salesforce::Config::new(clock.clone());
-            c.seed_demo = true;
+            c.seed_demo = opts.demo;
             salesforce::Simulator::start(c).await
         }
     }
@@ -188,7 +196,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         .await
         .map_err(|e| anyhow::anyhow!("registering the webhook with the Partner Center simulator: {e}"))?;
 
-    let demo = seed(&pc, opts.crm, &crm_url).await?;
+    let demo = if opts.demo { seed(&pc, opts.crm, &crm_url).await? } else { Demo::default() };
 
     let page_state = page::PageState {
         state,

@@ -179,6 +179,40 @@ impl ApiCounter {
     }
 }
 
+/// One write to a record, as `GET /_sim/writes/{set}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteEntry {
+    /// At the simulator clock's full precision.
+    pub at: DateTime<Utc>,
+    /// The user id that wrote (the connector's application user or the simulated CRM user).
+    pub by: String,
+}
+
+/// A record's writes, creation first; the oldest updates are forgotten beyond [`WriteLog::KEPT`],
+/// so that a long-running sandbox does not grow without bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteLog(Vec<WriteEntry>);
+
+impl WriteLog {
+    pub const KEPT: usize = 32;
+
+    pub(crate) fn new(at: DateTime<Utc>, by: &str) -> Self {
+        Self(vec![WriteEntry { at, by: by.to_owned() }])
+    }
+
+    pub(crate) fn push(&mut self, at: DateTime<Utc>, by: &str) {
+        if self.0.len() >= Self::KEPT {
+            self.0.remove(1);
+        }
+        self.0.push(WriteEntry { at, by: by.to_owned() });
+    }
+
+    pub fn entries(&self) -> &[WriteEntry] {
+        &self.0
+    }
+}
+
 /// `GET /_sim/stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiStats {

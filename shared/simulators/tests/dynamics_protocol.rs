@@ -513,3 +513,26 @@ async fn expand_takes_nested_select_filter_orderby_and_top_and_names_unknown_pro
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(message.contains("nosuchcolumn"), "{message}");
 }
+
+#[tokio::test]
+async fn the_write_log_times_each_write_to_the_millisecond_and_names_its_user() {
+    let s = Sim::start().await;
+    s.clock.advance(chrono::Duration::milliseconds(250));
+    let r = s.call(Method::POST, "accounts", Some(json!({"name": "Contoso"})), &[("Prefer", "return=representation")]);
+    let id = r.await.json::<Value>().await.unwrap()["accountid"].as_str().unwrap().to_owned();
+    s.clock.advance(chrono::Duration::milliseconds(1500));
+    let base = s.handle.base_url();
+    let patched = s.http.patch(format!("{base}/_sim/records/accounts/{id}")).json(&json!({"name": "Contoso Ltd"}));
+    let row: Value = patched.send().await.unwrap().json().await.unwrap();
+    // The row itself keeps Dataverse's whole seconds.
+    assert_eq!(row["modifiedon"], "2026-03-02T09:00:01Z");
+    let log: Value = s.http.get(format!("{base}/_sim/writes/accounts")).send().await.unwrap().json().await.unwrap();
+    let writes = &log["value"][0]["writes"];
+    assert_eq!(log["value"][0]["id"], id.as_str());
+    let at = |i: usize| writes[i]["at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    assert_eq!(at(0), "2026-03-02T09:00:00.250Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    assert_eq!(at(1), "2026-03-02T09:00:01.750Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    assert_eq!(writes[0]["by"], cosell_simulators::dynamics::APP_USER_ID);
+    assert_eq!(writes[1]["by"], cosell_simulators::dynamics::SIM_USER_ID);
+    assert_eq!(writes.as_array().unwrap().len(), 2);
+}

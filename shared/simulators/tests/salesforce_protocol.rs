@@ -292,3 +292,19 @@ async fn deleted_records_go_to_the_recycle_bin_seen_by_query_all_and_get_deleted
     let (status, e) = error_of(s.call(Method::GET, &format!("sobjects/Account/updated/?{old}"), None, &[]).await).await;
     assert_eq!((status, e["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_REPLICATION_DATE")));
 }
+
+#[tokio::test]
+async fn the_write_log_lists_each_write_with_its_user() {
+    let s = Sim::start().await;
+    let r = s.call(Method::POST, "sobjects/Opportunity/", Some(opp("Logged")), &[]).await;
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let base = s.handle.base_url();
+    let patch = s.http.patch(format!("{base}/_sim/records/Opportunity/{id}")).json(&json!({"Amount": 5}));
+    assert!(patch.send().await.unwrap().status().is_success());
+    let log: Value = s.http.get(format!("{base}/_sim/writes/Opportunity")).send().await.unwrap().json().await.unwrap();
+    let entry = log["value"].as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).unwrap().clone();
+    let writes = entry["writes"].as_array().unwrap();
+    let by: Vec<&str> = writes.iter().map(|w| w["by"].as_str().unwrap()).collect();
+    assert_eq!(by, [cosell_simulators::salesforce::INTEGRATION_USER_ID, cosell_simulators::salesforce::SIM_USER_ID]);
+    assert!(writes.iter().all(|w| w["at"].as_str().unwrap().starts_with("2026-03-02T09:00:00")), "{entry}");
+}

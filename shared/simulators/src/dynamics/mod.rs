@@ -11,7 +11,8 @@
 //!   `If-None-Match`, upsert, `Prefer: return=representation`), single columns and lookup `$ref`s
 //!   (`PUT|DELETE …/{column}`, `…/{nav}/$ref`), `{set}/$count`, `WinOpportunity`, `LoseOpportunity`.
 //! - `/_sim/…` — the control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`,
-//!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user).
+//!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user),
+//!   `GET /_sim/writes/{set}` (each row's writes: time at full precision and user, for benchmarks).
 
 mod batch;
 mod expand;
@@ -32,7 +33,8 @@ use cosell_core::Clock;
 use serde_json::{Map, Value, json};
 
 use crate::crm_common::{
-    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, client_credentials, hang, lock, random_token,
+    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, WriteLog, client_credentials, hang, lock,
+    random_token,
 };
 use odata::{Key, Lit};
 use schema::{Table, Ty};
@@ -93,6 +95,9 @@ struct Row {
     seq: u64,
     version: u64,
     values: Map<String, Value>,
+    /// Who wrote the row when, at the clock's full precision (`createdon` and `modifiedon` are whole
+    /// seconds, as in Dataverse): for `GET /_sim/writes/{set}`.
+    writes: WriteLog,
 }
 
 #[derive(Debug)]
@@ -139,6 +144,7 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
         .route("/_sim/records/{set}", get(sim_list).post(sim_create))
+        .route("/_sim/writes/{set}", get(sim_writes))
         .route("/_sim/records/{set}/{id}", get(sim_get).patch(sim_patch).delete(sim_delete))
         .with_state(state)
 }
@@ -512,7 +518,8 @@ impl Db {
         let version = self.stamp(&mut values, user);
         values.insert(def.pk.clone(), json!(id));
         self.seq += 1;
-        let row = Row { id: id.clone(), seq: self.seq, version, values };
+        let writes = WriteLog::new(self.now(), user);
+        let row = Row { id: id.clone(), seq: self.seq, version, values, writes };
         if let Some(t) = self.tables.get_mut(set) {
             t.rows.insert(id.clone(), row);
         }
@@ -540,9 +547,11 @@ impl Db {
         self.apply(set, &mut values, &body, false, allow_state)?;
         Self::computed(&def, &mut values);
         let version = self.stamp(&mut values, user);
+        let at = self.now();
         if let Some(row) = self.tables.get_mut(set).and_then(|t| t.rows.get_mut(id)) {
             row.values = values;
             row.version = version;
+            row.writes.push(at, user);
         }
         Ok(())
     }
@@ -1547,6 +1556,22 @@ async fn sim_list(State(state): State<Shared<Db>>, Path(set): Path<String>) -> R
             let mut rows: Vec<&Row> = t.rows.values().collect();
             rows.sort_by_key(|r| r.seq);
             let value: Vec<Value> = rows.iter().filter_map(|r| db.render(&set, &r.id, None)).collect();
+            axum::Json(json!({"value": value})).into_response()
+        }
+    }
+}
+
+/// Each row's writes (creation first) at full clock precision, with the user who made them: what a
+/// benchmark needs to time a write, which `modifiedon` (whole seconds) cannot.
+async fn sim_writes(State(state): State<Shared<Db>>, Path(set): Path<String>) -> Response {
+    let db = lock(&state);
+    match db.table(&set) {
+        Err(e) => e.into_response(),
+        Ok(t) => {
+            let mut rows: Vec<&Row> = t.rows.values().collect();
+            rows.sort_by_key(|r| r.seq);
+            let value: Vec<Value> =
+                rows.iter().map(|r| json!({"id": r.id, "version": r.version, "writes": r.writes})).collect();
             axum::Json(json!({"value": value})).into_response()
         }
     }

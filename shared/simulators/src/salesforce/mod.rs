@@ -11,7 +11,8 @@
 //!   a recycle bin that `queryAll` and `deleted` see.
 //!   Every response carries `Sforce-Limit-Info`; errors are JSON arrays `[{"message","errorCode","fields"}]`.
 //! - `/_sim/…` — control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`, `GET /_sim/journal`,
-//!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user).
+//!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user),
+//!   `GET /_sim/writes/{T}` (each record's writes: time at full precision and user, for benchmarks).
 
 mod schema;
 mod soql;
@@ -32,7 +33,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::crm_common::{
-    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, client_credentials, hang, lock, random_token,
+    ApiCounter, ApiStats, Fault, FaultKind, Faults, ServerHandle, Shared, WriteLog, client_credentials, hang, lock,
+    random_token,
 };
 use schema::{Object, Ty};
 
@@ -120,6 +122,9 @@ struct Org {
     counter: ApiCounter,
     faults: Faults,
     journal: Vec<JournalEntry>,
+    /// Record id → who wrote it when, at the clock's full precision (`SystemModstamp` is kept
+    /// strictly increasing, so it runs ahead of the clock under a burst): for `GET /_sim/writes/{object}`.
+    writes: BTreeMap<String, WriteLog>,
 }
 
 /// The Salesforce simulator.
@@ -146,6 +151,7 @@ fn router(state: Shared<Org>) -> Router {
         .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
         .route("/_sim/journal", get(sim_journal))
         .route("/_sim/records/{object}", get(sim_list).post(sim_create))
+        .route("/_sim/writes/{object}", get(sim_writes))
         .route("/_sim/records/{object}/{id}", get(sim_get).patch(sim_patch).delete(sim_delete))
         .with_state(state)
 }
@@ -219,6 +225,7 @@ impl Org {
             counter: ApiCounter::default(),
             faults: Faults::default(),
             journal: Vec::new(),
+            writes: BTreeMap::new(),
         };
         for (i, (label, closed, won, prob, forecast)) in schema::STAGES.iter().enumerate() {
             let rec = json!({"MasterLabel": label, "ApiName": label, "IsActive": true, "IsClosed": closed, "IsWon": won,
@@ -520,6 +527,7 @@ impl Org {
         rec.insert("CreatedById".into(), json!(user));
         rec.entry("OwnerId").or_insert(json!(user));
         self.stamp(&mut rec, user);
+        self.writes.insert(id.clone(), WriteLog::new(self.now(), user));
         let seq = self.seq;
         if let Some(t) = self.tables.get_mut(&def.name) {
             t.rows.insert(id.clone(), (seq, rec));
@@ -539,6 +547,8 @@ impl Org {
         let (_, mut rec) = self.object(object)?.rows.get(id).cloned().ok_or_else(SfError::not_found)?;
         self.apply(&def, &mut rec, body, as_user)?;
         self.stamp(&mut rec, user);
+        let at = self.now();
+        self.writes.entry(id.to_owned()).or_insert_with(|| WriteLog::new(at, user)).push(at, user);
         if let Some((_, r)) = self.tables.get_mut(&def.name).and_then(|t| t.rows.get_mut(id)) {
             *r = rec;
         }
@@ -1376,6 +1386,27 @@ async fn sim_list(State(state): State<Shared<Org>>, Path(object): Path<String>) 
             rows.sort_by_key(|(s, _)| *s);
             let records: Vec<Value> = rows.iter().map(|(_, r)| Value::Object(r.clone())).collect();
             axum::Json(json!({"totalSize": records.len(), "records": records})).into_response()
+        }
+    }
+}
+
+/// Each record's writes (creation first) at full clock precision, with the user who made them: what
+/// a benchmark needs to time a write.
+async fn sim_writes(State(state): State<Shared<Org>>, Path(object): Path<String>) -> Response {
+    let org = lock(&state);
+    match org.object(&object) {
+        Err(e) => Out::err(e).into_axum(),
+        Ok(t) => {
+            let mut rows: Vec<&(u64, Record)> = t.rows.values().collect();
+            rows.sort_by_key(|(s, _)| *s);
+            let value: Vec<Value> = rows
+                .iter()
+                .filter_map(|(_, r)| {
+                    let id = r.get("Id").and_then(Value::as_str)?;
+                    Some(json!({"id": id, "writes": org.writes.get(id)?}))
+                })
+                .collect();
+            axum::Json(json!({"value": value})).into_response()
         }
     }
 }
