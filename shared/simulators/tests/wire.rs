@@ -283,7 +283,7 @@ async fn auth_failures_throttling_and_roles_use_documented_statuses() {
 
     // Throttling: 429 with Retry-After and the documented sample body.
     let tok = token(&sim, "https://api.partner.microsoft.com").await;
-    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 57 }, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 57 }, count: 1, path_prefix: None, method: None, after: 0 });
     let resp = http.get(&url).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "57");
@@ -442,7 +442,7 @@ async fn failed_deliveries_are_retried_ten_times_and_dropped_ones_never_sent() {
     // Default placement of the signature is the Authorization header.
     assert!(captured.lock().unwrap()[0].0["authorization"].to_str().unwrap().starts_with("Signature "));
 
-    sim.inject(Fault { kind: FaultKind::DropDeliveries, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault { kind: FaultKind::DropDeliveries, count: 1, path_prefix: None, method: None, after: 0 });
     create(&http, &sim, &pc, &minimal_create_body("b")).await;
     let log: Value =
         http.get(format!("{}/_sim/deliveries", sim.base_url())).send().await.unwrap().json().await.unwrap();

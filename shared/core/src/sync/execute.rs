@@ -326,7 +326,9 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             Ok(r) => r,
             Err(e) => {
                 let e = SyncError::from(e);
-                if matches!(e, SyncError::Permanent { .. }) {
+                // Blocked (credentials, roles, budget) is audited too: an operator must act, and the
+                // audit trail is where `cosell audit` and the status page show it.
+                if matches!(e, SyncError::Permanent { .. } | SyncError::Blocked { .. }) {
                     self.audit_failure(subject.0, subject.1, &e).await;
                 }
                 return Err(e);
@@ -380,7 +382,7 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         for _ in 0..MAX_ATTEMPTS {
             let loaded = match load().await {
                 Ok(l) => l,
-                Err(e @ SyncError::Permanent { .. }) => {
+                Err(e @ (SyncError::Permanent { .. } | SyncError::Blocked { .. })) => {
                     // Nothing was read to mark; the audit trail still says why.
                     self.audit_failure(subject.0.clone(), subject.1.clone(), &e).await;
                     return Err(e);
@@ -393,6 +395,11 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 Err(Raced(reason)) => last = Some(reason),
                 Err(Failed(e @ SyncError::Permanent { .. })) => {
                     self.record_failure(&loaded, &e).await;
+                    return Err(e);
+                }
+                Err(Failed(e @ SyncError::Blocked { .. })) => {
+                    let referral = loaded.referral_id().or_else(|| subject.0.clone());
+                    self.audit_failure(referral, subject.1.clone(), &e).await;
                     return Err(e);
                 }
                 Err(Failed(e)) => return Err(e),
