@@ -28,8 +28,8 @@ pub fn retry_within_call(status: u16, has_retry_after: bool, method_is_post: boo
 /// The wait before retry number `retry` (0-based): 50 ms doubling, plus up to 50 ms of jitter so that
 /// concurrent workers do not retry in step.
 pub fn backoff(retry: u32) -> Duration {
-    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
-        % 50_000_000;
+    let jitter =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 50_000_000;
     Duration::from_millis(50 << retry.min(5)) + Duration::from_nanos(u64::from(jitter))
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use cosell_core::budget::{Api, ApiBudget};
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::state::Page;
-use cosell_core::transient;
 use cosell_core::ports::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use cosell_core::referral::{ETag, EngagementId, EventName, PatchOp, Referral, ReferralTarget, ReferralType};
+use cosell_core::transient;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -424,8 +424,9 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
             correlation_id: String,
         }
         let url = format!("{}/validationEvents", self.registration_url());
-        let resp =
-            self.send(ApiKind::Webhooks, Method::POST, |h| h.request(Method::POST, &url).header("content-length", "0")).await?;
+        let resp = self
+            .send(ApiKind::Webhooks, Method::POST, |h| h.request(Method::POST, &url).header("content-length", "0"))
+            .await?;
         Ok(Self::json::<Sent>(resp).await?.correlation_id)
     }
 

@@ -246,7 +246,13 @@ async fn http_failures_map_to_typed_errors() {
         "{invalid:?}"
     );
 
-    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 7 }, count: 1, path_prefix: None, method: None, after: 0 });
+    sim.inject(Fault {
+        kind: FaultKind::Throttle { retry_after_secs: 7 },
+        count: 1,
+        path_prefix: None,
+        method: None,
+        after: 0,
+    });
     let throttled = pc.list_referrals(&ReferralQuery::default(), None).await;
     assert!(
         matches!(throttled, Err(PartnerCenterError::Throttled { retry_after: Some(d) }) if d.as_secs() == 7),

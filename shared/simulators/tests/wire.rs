@@ -283,7 +283,13 @@ async fn auth_failures_throttling_and_roles_use_documented_statuses() {
 
     // Throttling: 429 with Retry-After and the documented sample body.
     let tok = token(&sim, "https://api.partner.microsoft.com").await;
-    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 57 }, count: 1, path_prefix: None, method: None, after: 0 });
+    sim.inject(Fault {
+        kind: FaultKind::Throttle { retry_after_secs: 57 },
+        count: 1,
+        path_prefix: None,
+        method: None,
+        after: 0,
+    });
     let resp = http.get(&url).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "57");

@@ -774,8 +774,17 @@ where
     let (clean, run) = setup(World::new(kind)).await;
     run(&clean).await.unwrap();
     let total_writes = clean.pc.calls().1 + clean.crm.calls().1;
-    let expected =
-        (clean.pc.all().len(), clean.crm.opportunities().len(), clean.crm.accounts().len(), clean.crm.contacts().len());
+    // Referrals that carry the CRM id (the write-back of R3), besides the record counts.
+    let written_back = |w: &World| {
+        w.pc.all().iter().filter(|r| r.external_reference_id.as_deref().is_some_and(|s| !s.is_empty())).count()
+    };
+    let expected = (
+        clean.pc.all().len(),
+        clean.crm.opportunities().len(),
+        clean.crm.accounts().len(),
+        clean.crm.contacts().len(),
+        written_back(&clean),
+    );
     for k in 0..total_writes as usize {
         let (w, run) = setup(World::new(kind)).await;
         w.crash.after_writes(k);
@@ -788,8 +797,14 @@ where
             result = run(&w).await;
         }
         result.unwrap_or_else(|e| panic!("after a crash at write {k} the retry failed: {e}"));
-        let got = (w.pc.all().len(), w.crm.opportunities().len(), w.crm.accounts().len(), w.crm.contacts().len());
-        assert_eq!(got, expected, "crash after {k} writes: no duplicate on either side");
+        let got = (
+            w.pc.all().len(),
+            w.crm.opportunities().len(),
+            w.crm.accounts().len(),
+            w.crm.contacts().len(),
+            written_back(&w),
+        );
+        assert_eq!(got, expected, "crash after {k} writes: no duplicate on either side, the CRM id written back");
         for o in w.crm.opportunities() {
             let sols = w.crm.solution_ids(&o.id);
             let mut dedup = sols.clone();
