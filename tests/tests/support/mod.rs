@@ -323,6 +323,12 @@ impl Rig {
         drain(&self.pc_events, |event| pc_to_crm::handler(&self.pc_to_crm, event)).await
     }
 
+    /// [`Rig::run_pc_to_crm`] without long polling: for messages already on the queue (the receiver
+    /// answered after enqueueing).
+    pub async fn run_pc_to_crm_now(&self) -> Drained {
+        drain_waiting(&self.pc_events, Duration::ZERO, |event| pc_to_crm::handler(&self.pc_to_crm, event)).await
+    }
+
     /// The same for crm-to-pc.
     pub async fn run_crm_to_pc(&self) -> Drained {
         drain(&self.crm_changes, |event| crm_to_pc::handler(&self.crm_to_pc, event)).await
@@ -458,14 +464,23 @@ pub fn sqs_event(messages: &[cosell_core::ports::queue::ReceivedMessage], queue_
 }
 
 /// Receives batches and hands them to `handler` until the queue has nothing visible.
-pub async fn drain<F, Fut>(queue: &SqsQueue, mut handler: F) -> Drained
+pub async fn drain<F, Fut>(queue: &SqsQueue, handler: F) -> Drained
+where
+    F: FnMut(LambdaEvent<SqsEvent>) -> Fut,
+    Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
+{
+    drain_waiting(queue, Duration::from_secs(1), handler).await
+}
+
+/// [`drain`], long-polling `wait` for each batch (zero when the messages are known to be there).
+pub async fn drain_waiting<F, Fut>(queue: &SqsQueue, wait: Duration, mut handler: F) -> Drained
 where
     F: FnMut(LambdaEvent<SqsEvent>) -> Fut,
     Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
 {
     let mut drained = Drained::default();
     loop {
-        let batch = queue.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+        let batch = queue.receive(10, Duration::from_secs(30), wait).await.expect("receive");
         if batch.is_empty() {
             return drained;
         }
