@@ -6,10 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::NaiveDate;
-use cosell_core::crm::{
-    AccountFields, CloseOutcome, ContactFields, CosellFields, CrmKind, CrmPort, OpportunityFields, Visibility,
-};
+use cosell_core::crm::{CloseOutcome, CrmKind, CrmPort};
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, OutgoingMessage};
 use reqwest::Method;
@@ -71,56 +68,6 @@ fn a_microsoft_seller_update_reaches_the_crm() {
     });
 }
 
-/// A deal a partner seller flags for co-sell in the CRM, with everything Partner Center requires.
-async fn flagged_opportunity(rig: &Rig) -> String {
-    let account = rig
-        .crm
-        .create_account(&AccountFields {
-            name: "Fabrikam GmbH".into(),
-            postal_code: Some("10115".into()),
-            country: Some("DE".into()),
-        })
-        .await
-        .expect("account");
-    let contact = rig
-        .crm
-        .create_contact(
-            &account.id,
-            &ContactFields {
-                first_name: Some("Max".into()),
-                last_name: "Muster".into(),
-                email: Some("max@fabrikam.example".into()),
-                phone: None,
-            },
-        )
-        .await
-        .expect("contact");
-    let created = rig
-        .crm
-        .create_opportunity(&OpportunityFields {
-            name: Some("Fabrikam data platform".into()),
-            deal_value: Some(120_000.0),
-            currency: Some("USD".into()),
-            close_date: NaiveDate::from_ymd_opt(2027, 3, 31),
-            description: Some("Fabric + Synapse".into()),
-            account_id: Some(account.id.clone()),
-            contact_id: Some(contact.id.clone()),
-            // "How can Microsoft help?" is set: a co-sell referral (R5).
-            cosell: CosellFields {
-                sync: Some(true),
-                help: Some(vec!["CustomerTechnicalArchitecture".into()]),
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-            on_hold: None,
-        })
-        .await
-        .expect("opportunity");
-    let id = created.record.id;
-    rig.crm.add_solution(&id, "SOL-DATA-PLATFORM", Some("Data platform")).await.expect("solution");
-    id
-}
-
 async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
     let o = rig.crm.get_opportunity(opportunity).await.expect("opportunity");
     let id = o.fields.cosell.referral_id.expect("the referral id is written back to the opportunity");
@@ -131,7 +78,7 @@ async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
 fn a_crm_opportunity_flagged_for_sync_becomes_a_co_sell_referral_and_its_close_won_follows() {
     support::run(async move {
         let rig = Rig::start(CrmKind::Dynamics).await;
-        let opportunity = flagged_opportunity(&rig).await;
+        let opportunity = support::flagged_opportunity(&rig).await;
 
         let tick = rig.run_poller().await;
         assert!(tick["crm_enqueued"].as_u64() >= Some(1), "{tick}");

@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cosell_core::crm::CrmKind;
+use cosell_core::crm::{CrmKind, CrmPort};
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, OutgoingMessage};
 use cosell_core::ports::state::{AuditKind, LinkStore};
@@ -217,6 +217,8 @@ async fn thirty_percent_faults_on_every_api(kind: CrmKind) {
     for n in 0..6 {
         ids.push(rig.inbound_referral(&format!("Chaos deal {n}")).await);
     }
+    // A partner seller flags a deal for co-sell in the CRM (the CRM → Partner Center direction).
+    let flagged = support::flagged_opportunity(&rig).await;
     // A poison message: the only thing allowed to reach the dead-letter queue.
     rig.pc_events.send(&OutgoingMessage::new("poison", "poison-1", "{not a work item")).await.unwrap();
     rig.deliveries_settled().await;
@@ -259,23 +261,47 @@ async fn thirty_percent_faults_on_every_api(kind: CrmKind) {
         let written_back = ids
             .iter()
             .all(|id| rig.pc_sim.referral(id.as_str()).is_some_and(|r| r["externalReferenceId"].as_str().is_some()));
-        if per_referral.values().all(|&n| n == 1) && written_back {
-            break (per_referral, opportunities);
+        // A sync is over when its link is saved (the last write; it can fail and be retried too).
+        let mut linked = 0;
+        for id in &ids {
+            if rig.state.link_by_referral(id).await.unwrap().is_some_and(|l| l.crm.is_some()) {
+                linked += 1;
+            }
+        }
+        // The CRM-flagged deal: shared with Partner Center, its referral id written back.
+        let shared = rig.crm.get_opportunity(&flagged).await.unwrap().fields.cosell.referral_id;
+        let shared_linked = match &shared {
+            Some(r) => rig.state.link_by_referral(r).await.unwrap().is_some_and(|l| l.crm.is_some()),
+            None => false,
+        };
+        if per_referral.values().all(|&n| n == 1) && written_back && linked == ids.len() && shared_linked {
+            break (per_referral, opportunities, shared.expect("shared"));
         }
         assert!(
             Instant::now() < deadline,
-            "not synced after {ticks} rounds: {per_referral:?}, written back: {written_back}"
+            "not synced after {ticks} rounds: {per_referral:?}, written back: {written_back}, linked: {linked}, \
+             flagged deal shared as {shared:?} (linked: {shared_linked})"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let (per_referral, opportunities) = synced;
+    let (per_referral, opportunities, shared) = synced;
     let counts: Vec<(u64, u64)> = rig.proxies.iter().map(|p| (p.refused(), p.forwarded())).collect();
     eprintln!(
         "chaos {kind:?}: synced after {ticks} rounds in {:?}; (refused, forwarded) per proxy: {counts:?}",
         started.elapsed()
     );
     assert!(per_referral.values().all(|&n| n == 1), "{per_referral:?}");
-    assert_eq!(opportunities.len(), ids.len(), "no duplicate, no stray record");
+    assert_eq!(opportunities.len(), ids.len() + 1, "no duplicate, no stray record (6 inbound, 1 flagged)");
+    // The flagged deal became exactly one co-sell referral of ours (plus Microsoft's side), carrying its CRM id.
+    let referrals = rig.pc_control(Method::GET, "referrals", Value::Null).await;
+    let ours: Vec<&Value> = referrals
+        .as_array()
+        .expect("referrals")
+        .iter()
+        .filter(|r| r["externalReferenceId"] == flagged.as_str() && r["organizationId"] != "msft")
+        .collect();
+    assert_eq!(ours.len(), 1, "{referrals:#}");
+    assert_eq!((ours[0]["id"].as_str(), ours[0]["type"].as_str()), (Some(shared.as_str()), Some("Shared")));
     for id in &ids {
         let referral = rig.pc_sim.referral(id.as_str()).unwrap();
         let opportunity = opportunities.iter().find(|o| o[referral_column] == id.as_str()).unwrap();

@@ -310,6 +310,37 @@ async fn auth_failures_throttling_and_roles_use_documented_statuses() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "serviceNotAvailable");
 }
 
+#[tokio::test]
+async fn an_access_token_expired_mid_run_is_refused_with_the_documented_401() {
+    let sim = sim().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/engagements/referrals", sim.base_url());
+    let tok = token(&sim, "https://api.partner.microsoft.com").await;
+    // Two calls go through, then every token issued so far expires (and refresh tokens are revoked).
+    let resp = http
+        .post(format!("{}/_sim/faults", sim.base_url()))
+        .json(&json!({"kind": "expire_tokens", "revoke_refresh_tokens": true, "after": 2,
+                      "path_prefix": "/v1.0/engagements/referrals"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    for _ in 0..2 {
+        assert_eq!(http.get(&url).bearer_auth(&tok).send().await.unwrap().status(), 200);
+    }
+    let resp = http.get(&url).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_eq!(body["error"]["message"], "The access token has expired.");
+    // The fault is spent: a new token works.
+    let fresh = token(&sim, "https://api.partner.microsoft.com").await;
+    assert_eq!(http.get(&url).bearer_auth(&fresh).send().await.unwrap().status(), 200);
+    let faults: Value = http.get(format!("{}/_sim/faults", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(faults, json!([]));
+}
+
 type Captured = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
 /// A webhook receiver on loopback that records what it gets and answers `status`.

@@ -18,9 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::NaiveDate;
 use cosell_aws::{DynamoState, SqsQueue, create_fifo_queue, create_table};
 use cosell_core::SystemClock;
-use cosell_core::crm::{CrmKind, CrmPort, OpportunityRecord};
+use cosell_core::crm::{
+    AccountFields, ContactFields, CosellFields, CrmKind, CrmPort, OpportunityFields, OpportunityRecord, Visibility,
+};
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::queue::MessageQueue;
 use cosell_lambda::clients::{Crm, PartnerCenter};
@@ -49,6 +52,7 @@ pub struct Rig {
     pub crm_sim: ServerHandle,
     pub pc_events: SqsQueue,
     pub crm_changes: SqsQueue,
+    /// The CRM as a user reaches it: directly, also when the functions' own client goes through a proxy.
     pub crm: Crm,
     pub pc_to_crm: WorkerDeps,
     pub crm_to_pc: MirrorDeps,
@@ -179,8 +183,7 @@ impl Rig {
             "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
             "referrals_base_url": pc_api, "webhooks_base_url": pc_api,
         });
-        let crm_base = crm_api;
-        let crm_secret = match kind {
+        let crm_secret_for = |crm_base: &str| match kind {
             CrmKind::Dynamics => json!({
                 "crm": "dynamics", "org_url": crm_base, "token_url": format!("{crm_base}/sim-tenant/oauth2/v2.0/token"),
                 "client_id": "cosell-connector", "client_secret": "sim-secret",
@@ -189,6 +192,9 @@ impl Rig {
                 "crm": "salesforce", "login_url": crm_base, "client_id": "cosell-connector", "client_secret": "sim-secret",
             }),
         };
+        let crm_secret = crm_secret_for(&crm_api);
+        // The CRM as its users reach it (the functions' own client goes through the chaos proxy).
+        let direct_crm_secret = crm_secret_for(&crm_sim.base_url());
         let mut arns = Vec::new();
         for (name, value) in [("pc", pc_secret), ("crm", crm_secret)] {
             let out = secrets
@@ -222,12 +228,18 @@ impl Rig {
         .collect();
         let connected = cosell_lambda::connect(&vars, &functions_sdk).await.expect("functions initialise");
         let aws = connected.aws.clone();
-        // The rig's own handles, straight to the emulator.
+        // The rig's own handles, straight to the emulator and the CRM.
         let direct = cosell_lambda::clients::Aws::new(
             &sdk,
             &cosell_lambda::Resources::from_env(&cosell_runtime::Env::from_pairs(vars.iter().cloned()))
                 .expect("resources"),
         );
+        let crm_direct = cosell_lambda::clients::crm(
+            &cosell_lambda::secrets::parse("direct", &direct_crm_secret.to_string()).expect("CRM secret"),
+            connected.sync.fields.clone(),
+            direct.budget(),
+        )
+        .expect("CRM client");
 
         // webhook-receiver, served over HTTP; its verifier trusts the simulator's test CA.
         let tls = url::Url::parse(pc_sim.tls_base_url()).expect("url");
@@ -274,7 +286,7 @@ impl Rig {
                 http: reqwest::Client::new(),
                 default_webhook_url: Some(webhook_url.clone()),
             },
-            crm: connected.crm.clone(),
+            crm: crm_direct,
             pc_events: direct.pc_events,
             crm_changes: direct.crm_changes,
             pc_sim,
@@ -419,6 +431,56 @@ impl Rig {
         use cosell_core::ports::state::{AuditLog, AuditSubject};
         self.state.audit(&AuditSubject::Referral(id.clone()), 500, false).await.expect("audit")
     }
+}
+
+/// A deal a partner seller flags for co-sell in the CRM, with everything Partner Center requires.
+pub async fn flagged_opportunity(rig: &Rig) -> String {
+    let account = rig
+        .crm
+        .create_account(&AccountFields {
+            name: "Fabrikam GmbH".into(),
+            postal_code: Some("10115".into()),
+            country: Some("DE".into()),
+        })
+        .await
+        .expect("account");
+    let contact = rig
+        .crm
+        .create_contact(
+            &account.id,
+            &ContactFields {
+                first_name: Some("Max".into()),
+                last_name: "Muster".into(),
+                email: Some("max@fabrikam.example".into()),
+                phone: None,
+            },
+        )
+        .await
+        .expect("contact");
+    let created = rig
+        .crm
+        .create_opportunity(&OpportunityFields {
+            name: Some("Fabrikam data platform".into()),
+            deal_value: Some(120_000.0),
+            currency: Some("USD".into()),
+            close_date: NaiveDate::from_ymd_opt(2027, 3, 31),
+            description: Some("Fabric + Synapse".into()),
+            account_id: Some(account.id.clone()),
+            contact_id: Some(contact.id.clone()),
+            // "How can Microsoft help?" is set: a co-sell referral (R5).
+            cosell: CosellFields {
+                sync: Some(true),
+                help: Some(vec!["CustomerTechnicalArchitecture".into()]),
+                visibility: Some(Visibility::Private),
+                ..Default::default()
+            },
+            on_hold: None,
+        })
+        .await
+        .expect("opportunity");
+    let id = created.record.id;
+    rig.crm.add_solution(&id, "SOL-DATA-PLATFORM", Some("Data platform")).await.expect("solution");
+    id
 }
 
 async fn control(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Value) -> Value {

@@ -121,6 +121,9 @@ pub struct Loaded {
     pub crm: Option<CrmSnapshot>,
     /// Partner Center names this CRM id, which does not exist (R9).
     pub missing_crm_id: Option<String>,
+    /// The CRM record's link records a Partner Center create still in flight (crm-to-pc): that worker
+    /// completes the pair; a referral event meanwhile has nothing to do.
+    pub create_in_flight: bool,
 }
 
 impl Loaded {
@@ -275,6 +278,20 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         } else if let Some(o) = self.crm.find_opportunity_by_referral(&our_id).await? {
             loaded.crm = Some(self.complete_opportunity(o).await?);
         }
+        // A CRM → Partner Center create still in flight (or interrupted) left the CRM side's link
+        // without this referral, with its intent: the crm-to-pc worker (or its retry) completes the
+        // pair, Microsoft's side included. Planning here would conflict with that link on every
+        // attempt until then, spending the message's receives (found by the chaos test: such
+        // messages were dead-lettered).
+        if loaded.link.is_none()
+            && let Some(snapshot) = &loaded.crm
+            && let Some(half) = self.state.link_by_crm(&self.crm_ref(snapshot)?).await?
+            && half.referral_id.as_ref().is_none_or(|r| r == &our_id)
+            && half.extra.contains_key(link_extra::INTENT)
+        {
+            loaded.create_in_flight = true;
+            loaded.link = Some(half);
+        }
         Ok(loaded)
     }
 
@@ -389,6 +406,17 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 }
                 Err(e) => return Err(e),
             };
+            if loaded.create_in_flight {
+                return Ok(Outcome {
+                    summary: "a Partner Center create for this CRM record is in progress: its worker completes the \
+                              link"
+                        .into(),
+                    api_writes: 0,
+                    referral_id: loaded.referral_id(),
+                    crm: loaded.link.as_ref().and_then(|l| l.crm.clone()),
+                    link: loaded.link,
+                });
+            }
             let plan = plan(&loaded.input(&self.config, self.clock.now()));
             match self.execute(&plan, loaded.clone()).await {
                 Ok(outcome) => return Ok(outcome),
