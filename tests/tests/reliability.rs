@@ -225,7 +225,7 @@ async fn thirty_percent_faults_on_every_api(kind: CrmKind) {
 
     let (referral_column, _) = columns(kind);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(90);
+    let deadline = started + Duration::from_secs(60);
     let mut ticks = 0;
     let synced = loop {
         // The schedule: a poller tick (its sweep heals deliveries that ran out of retries), then the workers.
