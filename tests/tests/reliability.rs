@@ -25,11 +25,11 @@ async fn drop_simulator_deliveries(rig: &Rig) {
     rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 1000 })).await;
 }
 
-/// The opportunity column that carries the referral id, and the one with the deal value.
-fn columns(kind: CrmKind) -> (&'static str, &'static str) {
+/// The opportunity column that carries the referral id.
+fn referral_column(kind: CrmKind) -> &'static str {
     match kind {
-        CrmKind::Dynamics => ("cosell_referralid", "estimatedvalue"),
-        CrmKind::Salesforce => ("Referral_Identifier__c", "Amount"),
+        CrmKind::Dynamics => "cosell_referralid",
+        CrmKind::Salesforce => "Referral_Identifier__c",
     }
 }
 
@@ -223,7 +223,7 @@ async fn thirty_percent_faults_on_every_api(kind: CrmKind) {
     rig.pc_events.send(&OutgoingMessage::new("poison", "poison-1", "{not a work item")).await.unwrap();
     rig.deliveries_settled().await;
 
-    let (referral_column, _) = columns(kind);
+    let referral_column = referral_column(kind);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
     let mut ticks = 0;
