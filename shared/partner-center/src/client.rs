@@ -211,7 +211,8 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
                     method == Method::POST,
                 )
             {
-                tracing::info!(%request_id, %status, retry = retries + 1, "transient Partner Center answer; retrying the call");
+                let retry = retries + 1;
+                tracing::info!(%request_id, %status, retry, "transient Partner Center answer; retrying the call");
                 tokio::time::sleep(transient::backoff(retries)).await;
                 retries += 1;
                 continue;
