@@ -162,9 +162,9 @@ impl Rig {
                 proxies[0].serve(pc_sim.base_url(), c.rate, c.seed, Http);
                 proxies[1].serve(&crm_sim.base_url(), c.rate, c.seed.wrapping_add(1), Http);
                 proxies[2].serve(&endpoint(), c.rate, c.seed.wrapping_add(2), Aws);
-                // The SDK's standard retry policy (3 attempts), with backoffs of milliseconds instead
-                // of its default second, so that the test takes seconds.
-                let retry = aws_config::retry::RetryConfig::standard().with_initial_backoff(Duration::from_millis(20));
+                // The functions' retry policy (cosell_aws::retry_config), with backoffs of milliseconds
+                // instead of the SDK's default second, so that the test takes seconds.
+                let retry = cosell_aws::retry_config().with_initial_backoff(Duration::from_millis(20));
                 let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .endpoint_url(proxies[2].url.clone())
                     .retry_config(retry)
@@ -226,7 +226,15 @@ impl Rig {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let connected = cosell_lambda::connect(&vars, &functions_sdk).await.expect("functions initialise");
+        // A failed init (Secrets Manager refused under chaos) is retried by Lambda at the next invocation.
+        let mut init = cosell_lambda::connect(&vars, &functions_sdk).await;
+        for _ in 0..5 {
+            if init.is_ok() || options.chaos.is_none() {
+                break;
+            }
+            init = cosell_lambda::connect(&vars, &functions_sdk).await;
+        }
+        let connected = init.expect("functions initialise");
         let aws = connected.aws.clone();
         // The rig's own handles, straight to the emulator and the CRM.
         let direct = cosell_lambda::clients::Aws::new(

@@ -56,6 +56,10 @@ impl From<PartnerCenterError> for SyncError {
             | PartnerCenterError::MissingRole { .. } => {
                 SyncError::Blocked { after: Some(Duration::from_secs(900)), reason }
             }
+            // The budget's store being unreachable is transient; only an exhausted budget blocks.
+            PartnerCenterError::Budget(crate::budget::BudgetError::Store { .. }) => {
+                SyncError::Retry { after: None, reason }
+            }
             PartnerCenterError::Budget(ref b) => SyncError::Blocked { after: budget_delay(b), reason },
             PartnerCenterError::Invalid { .. }
             | PartnerCenterError::NotFound(_)
