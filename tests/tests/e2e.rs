@@ -6,10 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::NaiveDate;
-use cosell_core::crm::{
-    AccountFields, CloseOutcome, ContactFields, CosellFields, CrmKind, CrmPort, OpportunityFields, Visibility,
-};
+use cosell_core::crm::{CloseOutcome, CrmKind, CrmPort};
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, OutgoingMessage};
 use reqwest::Method;
@@ -71,56 +68,6 @@ fn a_microsoft_seller_update_reaches_the_crm() {
     });
 }
 
-/// A deal a partner seller flags for co-sell in the CRM, with everything Partner Center requires.
-async fn flagged_opportunity(rig: &Rig) -> String {
-    let account = rig
-        .crm
-        .create_account(&AccountFields {
-            name: "Fabrikam GmbH".into(),
-            postal_code: Some("10115".into()),
-            country: Some("DE".into()),
-        })
-        .await
-        .expect("account");
-    let contact = rig
-        .crm
-        .create_contact(
-            &account.id,
-            &ContactFields {
-                first_name: Some("Max".into()),
-                last_name: "Muster".into(),
-                email: Some("max@fabrikam.example".into()),
-                phone: None,
-            },
-        )
-        .await
-        .expect("contact");
-    let created = rig
-        .crm
-        .create_opportunity(&OpportunityFields {
-            name: Some("Fabrikam data platform".into()),
-            deal_value: Some(120_000.0),
-            currency: Some("USD".into()),
-            close_date: NaiveDate::from_ymd_opt(2027, 3, 31),
-            description: Some("Fabric + Synapse".into()),
-            account_id: Some(account.id.clone()),
-            contact_id: Some(contact.id.clone()),
-            // "How can Microsoft help?" is set: a co-sell referral (R5).
-            cosell: CosellFields {
-                sync: Some(true),
-                help: Some(vec!["CustomerTechnicalArchitecture".into()]),
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-            on_hold: None,
-        })
-        .await
-        .expect("opportunity");
-    let id = created.record.id;
-    rig.crm.add_solution(&id, "SOL-DATA-PLATFORM", Some("Data platform")).await.expect("solution");
-    id
-}
-
 async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
     let o = rig.crm.get_opportunity(opportunity).await.expect("opportunity");
     let id = o.fields.cosell.referral_id.expect("the referral id is written back to the opportunity");
@@ -131,7 +78,7 @@ async fn referral_of(rig: &Rig, opportunity: &str) -> Value {
 fn a_crm_opportunity_flagged_for_sync_becomes_a_co_sell_referral_and_its_close_won_follows() {
     support::run(async move {
         let rig = Rig::start(CrmKind::Dynamics).await;
-        let opportunity = flagged_opportunity(&rig).await;
+        let opportunity = support::flagged_opportunity(&rig).await;
 
         let tick = rig.run_poller().await;
         assert!(tick["crm_enqueued"].as_u64() >= Some(1), "{tick}");
@@ -166,90 +113,15 @@ fn a_crm_opportunity_flagged_for_sync_becomes_a_co_sell_referral_and_its_close_w
 }
 
 #[test]
-fn a_webhook_lost_by_partner_center_is_healed_by_the_reconciliation_sweep() {
-    support::run(async move {
-        let rig = Rig::start(CrmKind::Salesforce).await;
-        rig.register_webhook().await;
-        rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 10 })).await;
-        let id = rig.inbound_referral("Never delivered").await;
-        rig.deliveries_settled().await;
-        assert!(rig.pc_sim.deliveries().iter().all(|d| d.dropped));
-        assert_eq!(rig.run_pc_to_crm().await.handled, 0, "nothing arrived by webhook");
-
-        let tick = rig.run_poller().await;
-        // The partner's referral, and Microsoft's side of the engagement (synced through the partner's).
-        assert!(tick["sweep"]["enqueued"].as_u64() >= Some(1), "{tick}");
-        let drained = rig.run_pc_to_crm().await;
-        assert!(drained.handled >= 1 && drained.failed.is_empty(), "{drained:?}");
-        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
-    });
-}
-
-fn delivery_body(event: &str, id: &ReferralId, changed: &str) -> String {
-    json!({
-        "EventName": event,
-        "ResourceUri": format!("https://api.partnercenter.microsoft.com/engagements/v1/referrals/{id}"),
-        "ResourceName": "referral",
-        "AuditUri": null,
-        "ResourceChangeUtcDate": changed,
-    })
-    .to_string()
-}
-
-/// Posts a delivery to the receiver as Partner Center would, signed with `signature`.
-async fn post_delivery(rig: &Rig, body: &str, signature: Option<String>) -> u16 {
-    let mut request = rig
-        .http
-        .post(&rig.webhook_url)
-        .header("content-type", "application/json")
-        .header("x-ms-certificate-url", rig.pc_sim.cert_url())
-        .header("x-ms-signature-algorithm", "rsa-sha256")
-        .body(body.to_owned());
-    if let Some(signature) = signature {
-        request = request.header("authorization", format!("Signature {signature}"));
-    }
-    request.send().await.expect("receiver reachable").status().as_u16()
-}
-
-#[test]
-fn duplicate_and_reordered_deliveries_make_one_crm_record() {
-    support::run(async move {
-        let rig = Rig::start(CrmKind::Dynamics).await;
-        // The simulator's own deliveries are dropped; this test delivers by hand, out of order.
-        rig.pc_control(Method::POST, "faults", json!({ "kind": "drop_deliveries", "count": 10 })).await;
-        rig.register_webhook().await;
-        let id = rig.inbound_referral("Delivered twice, out of order").await;
-
-        let updated = delivery_body("referral-updated", &id, "2026-05-01T09:20:00.0000000+00:00");
-        let created = delivery_body("referral-created", &id, "2026-05-01T09:18:00.0000000+00:00");
-        assert_eq!(post_delivery(&rig, &updated, Some(rig.pc_sim.sign(updated.as_bytes()))).await, 200);
-        assert_eq!(post_delivery(&rig, &created, Some(rig.pc_sim.sign(created.as_bytes()))).await, 200);
-        assert_eq!(post_delivery(&rig, &created, Some(rig.pc_sim.sign(created.as_bytes()))).await, 409, "a replay");
-        // The same change queued again (a sweep racing the webhook) is dropped by the queue's dedup id.
-        rig.pc_events
-            .send(
-                &cosell_app::WorkItem::referral(id.clone(), "referral-created", "2026-05-01T09:18:00Z".parse().ok())
-                    .to_message(),
-            )
-            .await
-            .unwrap();
-
-        let drained = rig.run_pc_to_crm().await;
-        assert!(drained.failed.is_empty(), "{drained:?}");
-        assert_eq!(rig.opportunities_with_referral(&id).await, 1);
-    });
-}
-
-#[test]
 fn a_forged_delivery_is_rejected_and_nothing_is_enqueued() {
     support::run(async move {
         let rig = Rig::start(CrmKind::Dynamics).await;
         let id = ReferralId::parse("3f1c2d4e-0000-4000-8000-000000000001").unwrap();
-        let genuine = delivery_body("referral-created", &id, "2026-05-01T09:18:00.0000000+00:00");
+        let genuine = support::delivery_body("referral-created", &id, "2026-05-01T09:18:00.0000000+00:00");
         let forged = genuine.replace("referral-created", "referral-updated");
         // A signature over another body, and no signature at all.
-        assert_eq!(post_delivery(&rig, &forged, Some(rig.pc_sim.sign(genuine.as_bytes()))).await, 401);
-        assert_eq!(post_delivery(&rig, &forged, None).await, 401);
+        assert_eq!(rig.post_delivery(&forged, Some(rig.pc_sim.sign(genuine.as_bytes()))).await, 401);
+        assert_eq!(rig.post_delivery(&forged, None).await, 401);
         let queued = rig.pc_events.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
         assert!(queued.is_empty(), "{queued:?}");
     });
@@ -393,7 +265,7 @@ fn a_signed_delivery_through_api_gateway_is_queued_on_sqs_once() {
         use tower::ServiceExt;
         let rig = Rig::start(CrmKind::Dynamics).await;
         let id = ReferralId::parse("9b2f6c1d-0000-4000-8000-00000000a1b2").unwrap();
-        let body = delivery_body("referral-created", &id, "2026-05-01T09:18:01.6076542+00:00");
+        let body = support::delivery_body("referral-created", &id, "2026-05-01T09:18:01.6076542+00:00");
         // The API Gateway v2 event the Lambda service hands webhook-receiver, with a genuine signature.
         let mut event: Value = serde_json::from_str(include_str!(
             "../../functions/webhook-receiver/src/fixtures/apigw-v2-unsigned-delivery.json"

@@ -18,7 +18,10 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use tower::ServiceExt;
 
-const CASES: u32 = 400;
+/// Cases per property: bounded for CI; `COSELL_FUZZ_CASES` runs longer.
+fn cases() -> u32 {
+    std::env::var("COSELL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(400)
+}
 
 fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
@@ -58,7 +61,7 @@ fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES * 4, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases() * 4, .. ProptestConfig::default() })]
 
     #[test]
     fn referral_and_event_parsers_never_panic_on_any_document(doc in arbitrary_json()) {
@@ -137,9 +140,9 @@ fn delivery() -> impl Strategy<Value = Delivery> {
 async fn any_unsigned_or_forged_delivery_is_refused_with_a_reason_and_enqueues_nothing() {
     let rig = rig().await;
     let mut runner =
-        proptest::test_runner::TestRunner::new(ProptestConfig { cases: CASES, ..ProptestConfig::default() });
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(), ..ProptestConfig::default() });
     let mut statuses = std::collections::BTreeSet::new();
-    for _ in 0..CASES {
+    for _ in 0..cases() {
         let d = delivery().new_tree(&mut runner).expect("case").current();
         let mut req = Request::post(WEBHOOK_PATH);
         if let Some(v) = &d.content_type {
@@ -190,8 +193,8 @@ async fn a_genuine_body_changed_anywhere_after_signing_is_refused() {
     .into_bytes();
     let sig = rig.sim.sign(&body);
     let mut runner =
-        proptest::test_runner::TestRunner::new(ProptestConfig { cases: CASES, ..ProptestConfig::default() });
-    for _ in 0..(CASES / 4) {
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(), ..ProptestConfig::default() });
+    for _ in 0..(cases() / 4) {
         let (at, flip) = (0..body.len(), 1u8..=255).new_tree(&mut runner).expect("case").current();
         let mut changed = body.clone();
         changed[at] ^= flip;

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ports;
 pub mod referral;
 pub mod sync;
+pub mod transient;
 
 #[cfg(any(test, feature = "test-fakes"))]
 pub mod fakes;

@@ -208,7 +208,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         headers: &[(&str, String)],
     ) -> Result<Resp, CrmError> {
         let method = &method;
-        with_reauth(|forced| async move {
+        with_reauth(method, |forced| async move {
             self.budget.charge(Api::Dataverse, 1).await?;
             let token = self.token(forced).await?;
             let mut req = self

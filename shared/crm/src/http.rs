@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use cosell_core::crm::CrmError;
+use cosell_core::transient;
 use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -48,15 +49,37 @@ impl Resp {
 }
 
 /// One charged API call, re-authenticating once if the CRM answers 401 (the token expired or was
-/// revoked early). `attempt(force_new_token)` builds and sends the request; its charge to the budget
-/// happens inside, per attempt, because each attempt is a call the CRM counts.
-pub(crate) async fn with_reauth<F, Fut>(mut attempt: F) -> Result<Resp, CrmError>
+/// revoked early), and repeating an answer that says the CRM did nothing and named no delay
+/// ([`cosell_core::transient`]). `attempt(force_new_token)` builds and sends the request; its charge
+/// to the budget happens inside, per attempt, because each attempt is a call the CRM counts.
+pub(crate) async fn with_reauth<F, Fut>(method: &reqwest::Method, mut attempt: F) -> Result<Resp, CrmError>
 where
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = Result<Resp, CrmError>>,
 {
-    let resp = attempt(false).await?;
-    if resp.status == 401 { attempt(true).await } else { Ok(resp) }
+    let mut reauthenticated = false;
+    let mut retries = 0;
+    loop {
+        let resp = attempt(false).await?;
+        let resp = if resp.status == 401 && !reauthenticated {
+            reauthenticated = true;
+            attempt(true).await?
+        } else {
+            resp
+        };
+        let again = retries < transient::RETRIES_WITHIN_CALL
+            && transient::retry_within_call(
+                resp.status,
+                resp.header("retry-after").is_some(),
+                method == reqwest::Method::POST,
+            );
+        if !again {
+            return Ok(resp);
+        }
+        tracing::info!(status = resp.status, retry = retries + 1, "transient CRM answer; retrying the call");
+        tokio::time::sleep(transient::backoff(retries)).await;
+        retries += 1;
+    }
 }
 
 /// Transport failures (timeouts, refused connections) are transient.

@@ -256,7 +256,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
     /// One REST call (charged), re-authenticating once on 401. `path` starts with `/services/`.
     async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
         let method = &method;
-        with_reauth(|forced| async move {
+        with_reauth(method, |forced| async move {
             self.budget.charge(Api::Salesforce, 1).await?;
             let s = self.session(forced).await?;
             let mut req = self

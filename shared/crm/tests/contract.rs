@@ -378,9 +378,15 @@ async fn throttling_and_outages_are_retryable_errors<H: Harness>() {
     h.fault(json!({"kind": "throttle", "retry_after": 7})).await;
     let err = h.crm().get_opportunity(H::MISSING_ID).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
-    h.fault(json!({"kind": "unavailable"})).await;
+    // A short outage (503 without Retry-After) is retried within the call: the CRM's own answer comes back.
+    h.fault(json!({"kind": "unavailable", "count": 2})).await;
+    let err = h.crm().get_opportunity(H::MISSING_ID).await.unwrap_err();
+    assert!(matches!(err, CrmError::NotFound { .. }), "{err:?}");
+    // A longer one is a retryable error for the queue.
+    h.fault(json!({"kind": "unavailable", "count": 10})).await;
     let err = h.crm().get_opportunity(H::MISSING_ID).await.unwrap_err();
     assert!(matches!(err, CrmError::Transient(_)), "{err:?}");
+    h.clear_faults().await;
 }
 
 async fn an_expired_token_is_renewed_transparently<H: Harness>() {

@@ -9,6 +9,7 @@ use cosell_core::ids::ReferralId;
 use cosell_core::ports::state::Page;
 use cosell_core::ports::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use cosell_core::referral::{ETag, EngagementId, EventName, PatchOp, Referral, ReferralTarget, ReferralType};
+use cosell_core::transient;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -155,17 +156,22 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     }
 
     /// Charges the budget, authenticates and sends; on a 401 the token is dropped and the call made
-    /// once more with a fresh one (a revoked or prematurely expired token).
+    /// once more with a fresh one (a revoked or prematurely expired token); an answer that says the
+    /// service did nothing and named no delay is repeated after a short backoff
+    /// ([`cosell_core::transient`]).
     async fn send(
         &self,
         api: ApiKind,
+        method: Method,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<reqwest::Response, PartnerCenterError> {
         let resource = match api {
             ApiKind::Referrals => REFERRALS_RESOURCE,
             ApiKind::Webhooks => WEBHOOKS_RESOURCE,
         };
-        for attempt in 0..2 {
+        let mut reauthenticated = false;
+        let mut retries = 0;
+        loop {
             let token: SecretString = if api == ApiKind::Webhooks && self.webhooks_app_only {
                 self.tokens.app_token(resource).await?
             } else {
@@ -188,22 +194,35 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
                     PartnerCenterError::Unexpected(anyhow::anyhow!("request failed: {e}"))
                 }
             })?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+            if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated {
                 tracing::info!(%request_id, "401 from Partner Center; retrying once with a fresh token");
                 self.tokens.invalidate(resource).await;
+                reauthenticated = true;
                 continue;
             }
             if resp.status().is_success() {
                 return Ok(resp);
             }
             let status = resp.status();
+            if retries < transient::RETRIES_WITHIN_CALL
+                && transient::retry_within_call(
+                    status.as_u16(),
+                    resp.headers().contains_key(reqwest::header::RETRY_AFTER),
+                    method == Method::POST,
+                )
+            {
+                let retry = retries + 1;
+                tracing::info!(%request_id, %status, retry, "transient Partner Center answer; retrying the call");
+                tokio::time::sleep(transient::backoff(retries)).await;
+                retries += 1;
+                continue;
+            }
             let headers = resp.headers().clone();
             let body = resp.text().await.unwrap_or_default();
             let err = from_response(api, status, &headers, &body);
             tracing::warn!(%request_id, %status, error = %err, "Partner Center call failed");
             return Err(err);
         }
-        Err(PartnerCenterError::Unauthenticated("the API refused a freshly acquired token".into()))
     }
 
     async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, PartnerCenterError> {
@@ -258,7 +277,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
                 url
             }
         };
-        let resp = self.send(ApiKind::Referrals, |h| h.get(url.clone())).await?;
+        let resp = self.send(ApiKind::Referrals, Method::GET, |h| h.get(url.clone())).await?;
         let page: Collection = Self::json(resp).await?;
         Ok(Page { items: page.value, next: page.next_link })
     }
@@ -280,7 +299,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     #[tracing::instrument(skip(self), fields(referral_id = %id), err)]
     pub async fn get_referral(&self, id: &ReferralId) -> Result<Referral, PartnerCenterError> {
         let url = format!("{}/{}", self.referrals_url(), id.as_str());
-        let resp = self.send(ApiKind::Referrals, |h| h.get(&url)).await?;
+        let resp = self.send(ApiKind::Referrals, Method::GET, |h| h.get(&url)).await?;
         Self::json(resp).await
     }
 
@@ -289,7 +308,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     pub async fn create_referral(&self, referral: &Referral) -> Result<Referral, PartnerCenterError> {
         let body = Referral { id: None, etag: None, links: None, ..referral.clone() };
         let url = self.referrals_url();
-        let resp = self.send(ApiKind::Referrals, |h| h.post(&url).json(&body)).await?;
+        let resp = self.send(ApiKind::Referrals, Method::POST, |h| h.post(&url).json(&body)).await?;
         Self::json(resp).await
     }
 
@@ -325,7 +344,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     ) -> Result<Referral, PartnerCenterError> {
         let url = format!("{}/{}", self.referrals_url(), id.as_str());
         let resp = self
-            .send(ApiKind::Referrals, |h| {
+            .send(ApiKind::Referrals, Method::PATCH, |h| {
                 let mut r = h.patch(&url).header("Prefer", "return=representation").json(ops);
                 if let Some(tag) = if_match {
                     r = r.header(reqwest::header::IF_MATCH, tag.as_str());
@@ -351,14 +370,14 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
     /// Event names the tenant may register for.
     pub async fn webhook_events(&self) -> Result<Vec<String>, PartnerCenterError> {
         let url = format!("{}/events", self.registration_url());
-        let resp = self.send(ApiKind::Webhooks, |h| h.get(&url)).await?;
+        let resp = self.send(ApiKind::Webhooks, Method::GET, |h| h.get(&url)).await?;
         Self::json(resp).await
     }
 
     /// The current registration, `None` when there is none.
     pub async fn get_registration(&self) -> Result<Option<WebhookRegistration>, PartnerCenterError> {
         let url = self.registration_url();
-        match self.send(ApiKind::Webhooks, |h| h.get(&url)).await {
+        match self.send(ApiKind::Webhooks, Method::GET, |h| h.get(&url)).await {
             Ok(resp) => Ok(Some(Self::json(resp).await?)),
             Err(PartnerCenterError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -371,7 +390,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
         reg: &WebhookRegistration,
     ) -> Result<WebhookRegistration, PartnerCenterError> {
         let url = self.registration_url();
-        let resp = self.send(ApiKind::Webhooks, |h| h.post(&url).json(reg)).await?;
+        let resp = self.send(ApiKind::Webhooks, Method::POST, |h| h.post(&url).json(reg)).await?;
         Self::json(resp).await
     }
 
@@ -381,7 +400,7 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
         reg: &WebhookRegistration,
     ) -> Result<WebhookRegistration, PartnerCenterError> {
         let url = self.registration_url();
-        let resp = self.send(ApiKind::Webhooks, |h| h.put(&url).json(reg)).await?;
+        let resp = self.send(ApiKind::Webhooks, Method::PUT, |h| h.put(&url).json(reg)).await?;
         Self::json(resp).await
     }
 
@@ -406,15 +425,16 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
             correlation_id: String,
         }
         let url = format!("{}/validationEvents", self.registration_url());
-        let resp =
-            self.send(ApiKind::Webhooks, |h| h.request(Method::POST, &url).header("content-length", "0")).await?;
+        let resp = self
+            .send(ApiKind::Webhooks, Method::POST, |h| h.request(Method::POST, &url).header("content-length", "0"))
+            .await?;
         Ok(Self::json::<Sent>(resp).await?.correlation_id)
     }
 
     /// Delivery status of a validation event.
     pub async fn validation_event(&self, correlation_id: &str) -> Result<ValidationEvent, PartnerCenterError> {
         let url = format!("{}/validationEvents/{correlation_id}", self.registration_url());
-        let resp = self.send(ApiKind::Webhooks, |h| h.get(&url)).await?;
+        let resp = self.send(ApiKind::Webhooks, Method::GET, |h| h.get(&url)).await?;
         Self::json(resp).await
     }
 }

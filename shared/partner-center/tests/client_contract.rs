@@ -246,7 +246,13 @@ async fn http_failures_map_to_typed_errors() {
         "{invalid:?}"
     );
 
-    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 7 }, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault {
+        kind: FaultKind::Throttle { retry_after_secs: 7 },
+        count: 1,
+        path_prefix: None,
+        method: None,
+        after: 0,
+    });
     let throttled = pc.list_referrals(&ReferralQuery::default(), None).await;
     assert!(
         matches!(throttled, Err(PartnerCenterError::Throttled { retry_after: Some(d) }) if d.as_secs() == 7),
@@ -258,6 +264,7 @@ async fn http_failures_map_to_typed_errors() {
         count: 1,
         path_prefix: None,
         method: None,
+        after: 0,
     });
     let unavailable = pc.list_referrals(&ReferralQuery::default(), None).await;
     assert!(matches!(unavailable, Err(PartnerCenterError::Throttled { .. })), "{unavailable:?}");
@@ -267,12 +274,25 @@ async fn http_failures_map_to_typed_errors() {
         count: 1,
         path_prefix: Some("/v1.0/engagements/referrals".into()),
         method: Some("POST".into()),
+        after: 0,
     });
     let transient = pc.create_referral(&deal("y")).await;
     assert!(matches!(transient, Err(ref e @ PartnerCenterError::Transient(_)) if e.is_retryable()), "{transient:?}");
 
+    // 503 without Retry-After: repeated within the call, so a short outage costs no queue round trip.
+    sim.inject(Fault {
+        kind: FaultKind::Status { status: 503, retry_after_secs: None },
+        count: 2,
+        path_prefix: None,
+        method: None,
+        after: 0,
+    });
+    let calls = sim.api_calls();
+    assert!(pc.list_referrals(&ReferralQuery::default(), None).await.is_ok());
+    assert_eq!(sim.api_calls() - calls, 3, "two refused attempts and the one that succeeded");
+
     // A slow answer still succeeds.
-    sim.inject(Fault { kind: FaultKind::Slow { delay_ms: 150 }, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault { kind: FaultKind::Slow { delay_ms: 150 }, count: 1, path_prefix: None, method: None, after: 0 });
     let started = std::time::Instant::now();
     assert!(pc.list_referrals(&ReferralQuery::default(), None).await.is_ok());
     assert!(started.elapsed() >= std::time::Duration::from_millis(150));

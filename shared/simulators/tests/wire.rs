@@ -283,7 +283,13 @@ async fn auth_failures_throttling_and_roles_use_documented_statuses() {
 
     // Throttling: 429 with Retry-After and the documented sample body.
     let tok = token(&sim, "https://api.partner.microsoft.com").await;
-    sim.inject(Fault { kind: FaultKind::Throttle { retry_after_secs: 57 }, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault {
+        kind: FaultKind::Throttle { retry_after_secs: 57 },
+        count: 1,
+        path_prefix: None,
+        method: None,
+        after: 0,
+    });
     let resp = http.get(&url).bearer_auth(&tok).send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "57");
@@ -302,6 +308,37 @@ async fn auth_failures_throttling_and_roles_use_documented_statuses() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "3");
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "serviceNotAvailable");
+}
+
+#[tokio::test]
+async fn an_access_token_expired_mid_run_is_refused_with_the_documented_401() {
+    let sim = sim().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/engagements/referrals", sim.base_url());
+    let tok = token(&sim, "https://api.partner.microsoft.com").await;
+    // Two calls go through, then every token issued so far expires (and refresh tokens are revoked).
+    let resp = http
+        .post(format!("{}/_sim/faults", sim.base_url()))
+        .json(&json!({"kind": "expire_tokens", "revoke_refresh_tokens": true, "after": 2,
+                      "path_prefix": "/v1.0/engagements/referrals"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    for _ in 0..2 {
+        assert_eq!(http.get(&url).bearer_auth(&tok).send().await.unwrap().status(), 200);
+    }
+    let resp = http.get(&url).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_eq!(body["error"]["message"], "The access token has expired.");
+    // The fault is spent: a new token works.
+    let fresh = token(&sim, "https://api.partner.microsoft.com").await;
+    assert_eq!(http.get(&url).bearer_auth(&fresh).send().await.unwrap().status(), 200);
+    let faults: Value = http.get(format!("{}/_sim/faults", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(faults, json!([]));
 }
 
 type Captured = Arc<Mutex<Vec<(HeaderMap, String)>>>;
@@ -442,7 +479,7 @@ async fn failed_deliveries_are_retried_ten_times_and_dropped_ones_never_sent() {
     // Default placement of the signature is the Authorization header.
     assert!(captured.lock().unwrap()[0].0["authorization"].to_str().unwrap().starts_with("Signature "));
 
-    sim.inject(Fault { kind: FaultKind::DropDeliveries, count: 1, path_prefix: None, method: None });
+    sim.inject(Fault { kind: FaultKind::DropDeliveries, count: 1, path_prefix: None, method: None, after: 0 });
     create(&http, &sim, &pc, &minimal_create_body("b")).await;
     let log: Value =
         http.get(format!("{}/_sim/deliveries", sim.base_url())).send().await.unwrap().json().await.unwrap();

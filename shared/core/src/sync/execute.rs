@@ -59,6 +59,10 @@ impl From<PartnerCenterError> for SyncError {
             | PartnerCenterError::MissingRole { .. } => {
                 SyncError::Blocked { after: Some(Duration::from_secs(900)), reason }
             }
+            // The budget's store being unreachable is transient; only an exhausted budget blocks.
+            PartnerCenterError::Budget(crate::budget::BudgetError::Store { .. }) => {
+                SyncError::Retry { after: None, reason }
+            }
             PartnerCenterError::Budget(ref b) => SyncError::Blocked { after: budget_delay(b), reason },
             PartnerCenterError::Invalid { .. }
             | PartnerCenterError::NotFound(_)
@@ -127,6 +131,9 @@ pub struct Loaded {
     /// The customer a new opportunity would get, when the CRM found it along with the (absent)
     /// opportunity in the same call.
     pub customer: Option<Customer>,
+    /// The CRM record's link records a Partner Center create still in flight (crm-to-pc): that worker
+    /// completes the pair; a referral event meanwhile has nothing to do.
+    pub create_in_flight: bool,
 }
 
 impl Loaded {
@@ -266,6 +273,20 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             loaded.crm = found.map(opportunity_snapshot);
             loaded.customer = customer;
         }
+        // A CRM → Partner Center create still in flight (or interrupted) left the CRM side's link
+        // without this referral, with its intent: the crm-to-pc worker (or its retry) completes the
+        // pair, Microsoft's side included. Planning here would conflict with that link on every
+        // attempt until then, spending the message's receives (found by the chaos test: such
+        // messages were dead-lettered).
+        if loaded.link.is_none()
+            && let Some(snapshot) = &loaded.crm
+            && let Some(half) = self.state.link_by_crm(&self.crm_ref(snapshot)?).await?
+            && half.referral_id.as_ref().is_none_or(|r| r == &our_id)
+            && half.extra.contains_key(link_extra::INTENT)
+        {
+            loaded.create_in_flight = true;
+            loaded.link = Some(half);
+        }
         Ok(loaded)
     }
 
@@ -317,7 +338,9 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             Ok(r) => r,
             Err(e) => {
                 let e = SyncError::from(e);
-                if matches!(e, SyncError::Permanent { .. }) {
+                // Blocked (credentials, roles, budget) is audited too: an operator must act, and the
+                // audit trail is where `cosell audit` and the status page show it.
+                if matches!(e, SyncError::Permanent { .. } | SyncError::Blocked { .. }) {
                     self.audit_failure(subject.0, subject.1, &e).await;
                 }
                 return Err(e);
@@ -371,19 +394,35 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         for _ in 0..MAX_ATTEMPTS {
             let loaded = match load().await {
                 Ok(l) => l,
-                Err(e @ SyncError::Permanent { .. }) => {
+                Err(e @ (SyncError::Permanent { .. } | SyncError::Blocked { .. })) => {
                     // Nothing was read to mark; the audit trail still says why.
                     self.audit_failure(subject.0.clone(), subject.1.clone(), &e).await;
                     return Err(e);
                 }
                 Err(e) => return Err(e),
             };
+            if loaded.create_in_flight {
+                return Ok(Outcome {
+                    summary: "a Partner Center create for this CRM record is in progress: its worker completes the \
+                              link"
+                        .into(),
+                    api_writes: 0,
+                    referral_id: loaded.referral_id(),
+                    crm: loaded.link.as_ref().and_then(|l| l.crm.clone()),
+                    link: loaded.link,
+                });
+            }
             let plan = plan(&loaded.input(&self.config, self.clock.now()));
             match self.execute(&plan, loaded.clone()).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(Raced(reason)) => last = Some(reason),
                 Err(Failed(e @ SyncError::Permanent { .. })) => {
                     self.record_failure(&loaded, &e).await;
+                    return Err(e);
+                }
+                Err(Failed(e @ SyncError::Blocked { .. })) => {
+                    let referral = loaded.referral_id().or_else(|| subject.0.clone());
+                    self.audit_failure(referral, subject.1.clone(), &e).await;
                     return Err(e);
                 }
                 Err(Failed(e)) => return Err(e),

@@ -855,6 +855,13 @@ fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) -> Plan {
     if !pc_ops.is_empty() {
         steps.push(Step::PatchReferral { ops: pc_ops });
     }
+    // A sync interrupted between the CRM create and the write-back (a killed worker, credentials that
+    // expired in between) left the referral without the CRM id, and no link: write it back now (R3).
+    let write_back =
+        !pc_closed && !r.is_microsoft_side() && r.external_reference_id.as_deref().is_none_or(str::is_empty);
+    if write_back {
+        steps.push(Step::WriteBackCrmId);
+    }
     if became_cosell {
         let customer = r.customer_profile.clone().unwrap_or_default();
         let details = r.details.clone().unwrap_or_default();
@@ -888,6 +895,9 @@ fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) -> Plan {
         if !to_pc.is_empty() {
             parts
                 .push(format!("to Partner Center: {}", to_pc.iter().map(|f| f.label()).collect::<Vec<_>>().join(", ")));
+        }
+        if write_back {
+            parts.push(format!("to Partner Center: the CRM id {crm_id} (externalReferenceId)"));
         }
         if parts.is_empty() { "status change synced".to_owned() } else { format!("Synced {}.", parts.join("; ")) }
     };

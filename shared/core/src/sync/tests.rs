@@ -802,8 +802,17 @@ where
     let (clean, run) = setup(World::new(kind)).await;
     run(&clean).await.unwrap();
     let total_writes = clean.pc.calls().1 + clean.crm.calls().1;
-    let expected =
-        (clean.pc.all().len(), clean.crm.opportunities().len(), clean.crm.accounts().len(), clean.crm.contacts().len());
+    // Referrals that carry the CRM id (the write-back of R3), besides the record counts.
+    let written_back = |w: &World| {
+        w.pc.all().iter().filter(|r| r.external_reference_id.as_deref().is_some_and(|s| !s.is_empty())).count()
+    };
+    let expected = (
+        clean.pc.all().len(),
+        clean.crm.opportunities().len(),
+        clean.crm.accounts().len(),
+        clean.crm.contacts().len(),
+        written_back(&clean),
+    );
     for k in 0..total_writes as usize {
         let (w, run) = setup(World::new(kind)).await;
         w.crash.after_writes(k);
@@ -816,8 +825,14 @@ where
             result = run(&w).await;
         }
         result.unwrap_or_else(|e| panic!("after a crash at write {k} the retry failed: {e}"));
-        let got = (w.pc.all().len(), w.crm.opportunities().len(), w.crm.accounts().len(), w.crm.contacts().len());
-        assert_eq!(got, expected, "crash after {k} writes: no duplicate on either side");
+        let got = (
+            w.pc.all().len(),
+            w.crm.opportunities().len(),
+            w.crm.accounts().len(),
+            w.crm.contacts().len(),
+            written_back(&w),
+        );
+        assert_eq!(got, expected, "crash after {k} writes: no duplicate on either side, the CRM id written back");
         for o in w.crm.opportunities() {
             let sols = w.crm.solution_ids(&o.id);
             let mut dedup = sols.clone();
@@ -855,6 +870,34 @@ async fn crm_to_pc_cosell_create_interrupted_at_any_step_converges_without_dupli
         (w, run)
     })
     .await;
+}
+
+/// A CRM → Partner Center create interrupted at any step, then the new referral's own webhook handled
+/// before the CRM side's retry (two workers racing): the referral's sync completes the half-written
+/// link instead of conflicting with it, and the retry creates nothing twice.
+#[tokio::test]
+async fn a_referral_event_racing_an_interrupted_crm_to_pc_create_completes_the_link() {
+    let clean = World::new(CrmKind::Salesforce);
+    let o = seed_outbound(&clean, Some("US"), true, 2);
+    clean.sync_crm(&o.id).await.unwrap();
+    let total_writes = clean.pc.calls().1 + clean.crm.calls().1;
+    let expected = clean.pc.all().len();
+    for k in 0..total_writes as usize {
+        let w = World::new(CrmKind::Salesforce);
+        let o = seed_outbound(&w, Some("US"), true, 2);
+        w.crash.after_writes(k);
+        assert!(w.sync_crm(&o.id).await.is_err(), "crash after {k} writes should interrupt the sync");
+        w.crash.disarm();
+        for r in w.pc.all().iter().filter(|r| !r.is_microsoft_side()) {
+            let id = r.id.as_ref().unwrap().to_string();
+            w.sync_referral(&id).await.unwrap_or_else(|e| panic!("crash after {k}: the referral's sync failed: {e}"));
+        }
+        w.sync_crm(&o.id).await.unwrap_or_else(|e| panic!("crash after {k}: the retry failed: {e}"));
+        assert_eq!(w.pc.all().len(), expected, "crash after {k}: no referral created twice");
+        let link = w.state.link_by_crm(&w.crm_ref(&o.id)).await.unwrap().expect("link");
+        assert!(link.referral_id.is_some(), "crash after {k}: the link has both sides: {link:?}");
+        assert_eq!(w.sync_crm(&o.id).await.unwrap().api_writes, 0, "crash after {k}: converged");
+    }
 }
 
 #[tokio::test]

@@ -40,6 +40,9 @@ pub trait Harness: Sized {
     async fn fault(&self, fault: Value) {
         sim(&format!("{}/_sim/faults", self.base_url()), reqwest::Method::POST, Some(fault)).await;
     }
+    async fn clear_faults(&self) {
+        sim(&format!("{}/_sim/faults", self.base_url()), reqwest::Method::DELETE, None).await;
+    }
     /// A seller edits the opportunity's description in the CRM.
     async fn user_edit_description(&self, id: &str, text: &str);
     async fn count_opportunities_with_referral(&self, referral: &str) -> usize;

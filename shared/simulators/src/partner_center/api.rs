@@ -150,6 +150,15 @@ async fn faults_and_headers(State(sim): State<Arc<Sim>>, req: Request, next: Nex
                 && f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
                 && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
         });
+        let hit = hit.filter(|&i| {
+            let fault = &mut inner.faults[i];
+            if fault.after > 0 {
+                fault.after -= 1;
+                false
+            } else {
+                true
+            }
+        });
         hit.map(|i| {
             inner.faults[i].count -= 1;
             let kind = inner.faults[i].kind.clone();
@@ -181,6 +190,17 @@ async fn faults_and_headers(State(sim): State<Arc<Sim>>, req: Request, next: Nex
         }
         Some(FaultKind::Slow { delay_ms }) => {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            next.run(req).await
+        }
+        Some(FaultKind::ExpireTokens { revoke_refresh_tokens }) => {
+            {
+                let now = sim.clock.now();
+                let mut inner = sim.lock();
+                inner.auth.expire_access_tokens(now);
+                if revoke_refresh_tokens {
+                    inner.auth.expire_refresh_tokens();
+                }
+            }
             next.run(req).await
         }
         Some(FaultKind::DropDeliveries) | None => next.run(req).await,

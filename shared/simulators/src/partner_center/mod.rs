@@ -178,6 +178,13 @@ pub enum FaultKind {
     Slow { delay_ms: u64 },
     /// Webhook deliveries are silently dropped (never sent), as if lost.
     DropDeliveries,
+    /// Every access token issued so far expires now, and with `revoke_refresh_tokens` every refresh
+    /// token too; the call then goes on and is refused with the API's 401 `unauthenticated` ("The
+    /// access token has expired."), as an expiry in the middle of a run would be.
+    ExpireTokens {
+        #[serde(default)]
+        revoke_refresh_tokens: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +200,9 @@ pub struct Fault {
     /// Only calls with this method (e.g. `PATCH`).
     #[serde(default)]
     pub method: Option<String>,
+    /// Matching calls let through before the fault applies (a fault in the middle of a run).
+    #[serde(default)]
+    pub after: u32,
 }
 
 fn one() -> u32 {

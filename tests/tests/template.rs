@@ -1,0 +1,236 @@
+//! Security review of `template.yaml` (issue 8.4), as tests that fail when the template regresses:
+//! each function's permissions are exactly the ones its code needs (resource-scoped, DynamoDB items
+//! scoped by partition-key prefix), no wildcard where a resource is known, no secret in an
+//! environment variable, and the only public routes are the webhook and the health check.
+//! (That the webhook rejects anything unsigned is tested on the receiver itself: `shared/app/tests`,
+//! `e2e.rs`.) The README's "Security" section lists what these tests cannot check.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml::Value;
+
+fn template() -> Value {
+    serde_yaml::from_str(include_str!("../../template.yaml")).expect("template.yaml parses")
+}
+
+fn resources(t: &Value) -> &serde_yaml::Mapping {
+    t["Resources"].as_mapping().expect("Resources")
+}
+
+fn functions(t: &Value) -> BTreeMap<String, &Value> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+fn list(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// `!Ref X` / `!GetAtt X.Arn` / `!Sub ...` → a readable form; plain strings as they are.
+fn show(v: &Value) -> String {
+    match v {
+        Value::Tagged(t) => format!("{} {}", t.tag, show(&t.value)),
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+    }
+}
+
+/// One permission: action, resource, and the partition-key prefixes it is limited to (DynamoDB).
+type Grant = (String, String, Vec<String>);
+
+fn grants(function: &Value) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for policy in list(&function["Properties"]["Policies"]) {
+        for statement in list(&policy["Statement"]) {
+            assert_eq!(statement["Effect"], "Allow", "{statement:?}");
+            let keys: Vec<String> = list(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
+                .iter()
+                .map(|k| show(k))
+                .collect();
+            for action in list(&statement["Action"]) {
+                for resource in list(&statement["Resource"]) {
+                    out.insert((show(action), show(resource), keys.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grant(action: &str, resource: &str, keys: &[&str]) -> Grant {
+    (action.to_owned(), resource.to_owned(), keys.iter().map(|k| (*k).to_owned()).collect())
+}
+
+const TABLE: &str = "!GetAtt StateTable.Arn";
+
+#[test]
+fn each_function_has_exactly_the_permissions_its_code_needs() {
+    let t = template();
+    let fns = functions(&t);
+    let links = ["REF#*", "CRM#*"];
+    let budget = ["BUDGET#*"];
+    let worker = |queue: &str| -> BTreeSet<Grant> {
+        [
+            // Links and audit entries: read, put (links in transactions of puts).
+            grant("dynamodb:GetItem", TABLE, &links),
+            grant("dynamodb:PutItem", TABLE, &links),
+            // The API budget: read and count.
+            grant("dynamodb:GetItem", TABLE, &budget),
+            grant("dynamodb:UpdateItem", TABLE, &budget),
+            // Retry-After through the message's visibility.
+            grant("sqs:ChangeMessageVisibility", &format!("!GetAtt {queue}.Arn"), &[]),
+            grant("secretsmanager:GetSecretValue", "!Ref PartnerCenterSecret", &[]),
+            grant("secretsmanager:GetSecretValue", "!Ref CrmSecret", &[]),
+        ]
+        .into_iter()
+        .collect()
+    };
+    let expected: BTreeMap<&str, BTreeSet<Grant>> = [
+        (
+            "WebhookReceiverFunction",
+            // No Partner Center or CRM credentials: it verifies signatures with public certificates.
+            [
+                grant("dynamodb:PutItem", TABLE, &["DEDUP#*"]),
+                grant("dynamodb:DeleteItem", TABLE, &["DEDUP#*"]),
+                grant("sqs:SendMessage", "!GetAtt PcEventsQueue.Arn", &[]),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        ("PcToCrmFunction", worker("PcEventsQueue")),
+        ("CrmToPcFunction", worker("CrmChangesQueue")),
+        (
+            "CrmPollerFunction",
+            [
+                grant("dynamodb:GetItem", TABLE, &links),
+                grant("dynamodb:GetItem", TABLE, &["CURSOR#*"]),
+                grant("dynamodb:PutItem", TABLE, &["CURSOR#*"]),
+                grant("dynamodb:GetItem", TABLE, &budget),
+                grant("dynamodb:UpdateItem", TABLE, &budget),
+                // list_links (failed CRM records to check again): a scan has no leading key.
+                grant("dynamodb:Scan", TABLE, &[]),
+                grant("sqs:SendMessage", "!GetAtt PcEventsQueue.Arn", &[]),
+                grant("sqs:SendMessage", "!GetAtt CrmChangesQueue.Arn", &[]),
+                grant("secretsmanager:GetSecretValue", "!Ref PartnerCenterSecret", &[]),
+                grant("secretsmanager:GetSecretValue", "!Ref CrmSecret", &[]),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        (
+            "WebhookRegistrationFunction",
+            // Partner Center only: it never reads the CRM secret.
+            [
+                grant("dynamodb:GetItem", TABLE, &budget),
+                grant("dynamodb:UpdateItem", TABLE, &budget),
+                grant("secretsmanager:GetSecretValue", "!Ref PartnerCenterSecret", &[]),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(fns.keys().map(String::as_str).collect::<Vec<_>>(), expected.keys().copied().collect::<Vec<_>>());
+    for (name, function) in &fns {
+        let got = grants(function);
+        let want = &expected[name.as_str()];
+        let extra: Vec<_> = got.difference(want).collect();
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(extra.is_empty() && missing.is_empty(), "{name}: extra {extra:#?}, missing {missing:#?}");
+    }
+}
+
+#[test]
+fn no_policy_uses_a_wildcard_or_a_literal_resource() {
+    let t = template();
+    for (name, function) in functions(&t) {
+        for (action, resource, keys) in grants(function) {
+            assert!(!action.contains('*'), "{name}: wildcard action {action}");
+            // Every resource is one of the stack's own, by reference; never "*" or a hand-written ARN.
+            assert!(resource.starts_with("!Ref ") || resource.starts_with("!GetAtt "), "{name}: {resource}");
+            assert!(!resource.contains('*'), "{name}: wildcard resource {resource}");
+            // DynamoDB item actions are limited to their items' partition-key prefixes.
+            if action.starts_with("dynamodb:") && action != "dynamodb:Scan" {
+                assert!(!keys.is_empty(), "{name}: {action} on every item of the table");
+            }
+        }
+        // No managed policy or policy template either: they grant more than the function needs.
+        for policy in list(&function["Properties"]["Policies"]) {
+            assert!(policy.get("Statement").is_some(), "{name}: a policy that is not an inline statement: {policy:?}");
+        }
+    }
+}
+
+#[test]
+fn no_secret_is_passed_in_an_environment_variable() {
+    let t = template();
+    let mut variables: Vec<(String, String, &Value)> = Vec::new();
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (k, v) in globals.as_mapping().expect("global variables") {
+        variables.push(("Globals".into(), show(k), v));
+    }
+    for (name, function) in functions(&t) {
+        if let Some(vars) = function["Properties"]["Environment"]["Variables"].as_mapping() {
+            for (k, v) in vars {
+                variables.push((name.clone(), show(k), v));
+            }
+        }
+    }
+    let secret_words = ["SECRET", "PASSWORD", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"];
+    let parameters = t["Parameters"].as_mapping().expect("parameters");
+    for (owner, key, value) in &variables {
+        // Credentials travel as Secrets Manager ARNs only.
+        if secret_words.iter().any(|w| key.contains(w)) {
+            assert!(key.ends_with("_SECRET_ARN"), "{owner}: {key} looks like a secret");
+            assert!(show(value).starts_with("!Ref ") && show(value).ends_with("Secret"), "{owner}: {key}");
+        }
+        // A literal value is a setting, never a credential: short, and one of the known ones.
+        if let Value::String(literal) = value {
+            assert!(["aws", "json", "info"].contains(&literal.as_str()), "{owner}: {key} = {literal:?}");
+        }
+        // A parameter in an environment variable is configuration, not a secret (no NoEcho parameter).
+        if let Value::Tagged(tagged) = value
+            && tagged.tag == "!Ref"
+            && let Some(parameter) = parameters.get(show(&tagged.value).as_str())
+        {
+            assert!(parameter.get("NoEcho").is_none(), "{owner}: {key} carries a NoEcho parameter");
+        }
+    }
+    assert!(variables.iter().any(|(_, k, _)| k == "COSELL_PC_SECRET_ARN"), "the test read the variables");
+}
+
+#[test]
+fn the_only_public_routes_are_the_signed_webhook_and_the_health_check() {
+    let t = template();
+    let mut routes = Vec::new();
+    for (name, function) in functions(&t) {
+        if let Some(events) = function["Properties"]["Events"].as_mapping() {
+            for (_, event) in events {
+                if event["Type"] == "HttpApi" || event["Type"] == "Api" {
+                    let p = &event["Properties"];
+                    routes.push((name.clone(), show(&p["Method"]), show(&p["Path"])));
+                }
+            }
+        }
+    }
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("WebhookReceiverFunction".to_owned(), "GET".to_owned(), "/health".to_owned()),
+            ("WebhookReceiverFunction".to_owned(), "POST".to_owned(), "/webhook".to_owned()),
+        ],
+        "the receiver verifies every delivery's signature; any other public route would not be"
+    );
+    // The API throttles, so that a flood of forged deliveries costs little.
+    let api = &resources(&t)["WebhookApi"]["Properties"]["DefaultRouteSettings"];
+    assert!(api["ThrottlingRateLimit"].as_u64().is_some_and(|r| r <= 100), "{api:?}");
+}
