@@ -1024,8 +1024,13 @@ impl Org {
             ));
         }
         type Snapshot = (BTreeMap<String, (u64, Record)>, BTreeMap<String, (u64, Record, DateTime<Utc>)>);
-        let snapshot: BTreeMap<String, Snapshot> =
-            self.tables.iter().map(|(k, t)| (k.clone(), (t.rows.clone(), t.recycle.clone()))).collect();
+        // Only an all-or-none request can need rolling back (a copy of every table per call made
+        // composite reads O(records) each).
+        let snapshot: BTreeMap<String, Snapshot> = if all_or_none {
+            self.tables.iter().map(|(k, t)| (k.clone(), (t.rows.clone(), t.recycle.clone()))).collect()
+        } else {
+            BTreeMap::new()
+        };
         let mut results: Vec<Value> = Vec::new();
         let mut refs: BTreeMap<String, Value> = BTreeMap::new();
         let mut failed = false;
