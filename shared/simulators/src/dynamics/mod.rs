@@ -753,6 +753,15 @@ fn sort_rows(rows: &mut [&Row], keys: &[(String, bool)]) {
     });
 }
 
+impl TableState {
+    /// The rows in creation order.
+    fn in_order(&self) -> impl Iterator<Item = &Row> {
+        let mut rows: Vec<&Row> = self.rows.values().collect();
+        rows.sort_by_key(|r| r.seq);
+        rows.into_iter()
+    }
+}
+
 fn split_set_key(rel: &str) -> Option<(&str, Option<&str>)> {
     match rel.find('(') {
         Some(i) if rel.ends_with(')') => Some((&rel[..i], Some(&rel[i + 1..rel.len() - 1]))),
@@ -1553,9 +1562,7 @@ async fn sim_list(State(state): State<Shared<Db>>, Path(set): Path<String>) -> R
     match db.table(&set) {
         Err(e) => e.into_response(),
         Ok(t) => {
-            let mut rows: Vec<&Row> = t.rows.values().collect();
-            rows.sort_by_key(|r| r.seq);
-            let value: Vec<Value> = rows.iter().filter_map(|r| db.render(&set, &r.id, None)).collect();
+            let value: Vec<Value> = t.in_order().filter_map(|r| db.render(&set, &r.id, None)).collect();
             axum::Json(json!({"value": value})).into_response()
         }
     }
@@ -1568,10 +1575,8 @@ async fn sim_writes(State(state): State<Shared<Db>>, Path(set): Path<String>) ->
     match db.table(&set) {
         Err(e) => e.into_response(),
         Ok(t) => {
-            let mut rows: Vec<&Row> = t.rows.values().collect();
-            rows.sort_by_key(|r| r.seq);
             let value: Vec<Value> =
-                rows.iter().map(|r| json!({"id": r.id, "version": r.version, "writes": r.writes})).collect();
+                t.in_order().map(|r| json!({"id": r.id, "version": r.version, "writes": r.writes})).collect();
             axum::Json(json!({"value": value})).into_response()
         }
     }

@@ -1382,14 +1382,19 @@ async fn sim_journal(State(state): State<Shared<Org>>) -> axum::Json<Vec<Journal
     axum::Json(lock(&state).journal.clone())
 }
 
+/// A table's records in creation order.
+fn in_order(t: &Table) -> impl Iterator<Item = &Record> {
+    let mut rows: Vec<&(u64, Record)> = t.rows.values().collect();
+    rows.sort_by_key(|(s, _)| *s);
+    rows.into_iter().map(|(_, r)| r)
+}
+
 async fn sim_list(State(state): State<Shared<Org>>, Path(object): Path<String>) -> Response {
     let org = lock(&state);
     match org.object(&object) {
         Err(e) => Out::err(e).into_axum(),
         Ok(t) => {
-            let mut rows: Vec<&(u64, Record)> = t.rows.values().collect();
-            rows.sort_by_key(|(s, _)| *s);
-            let records: Vec<Value> = rows.iter().map(|(_, r)| Value::Object(r.clone())).collect();
+            let records: Vec<Value> = in_order(t).map(|r| Value::Object(r.clone())).collect();
             axum::Json(json!({"totalSize": records.len(), "records": records})).into_response()
         }
     }
@@ -1402,11 +1407,8 @@ async fn sim_writes(State(state): State<Shared<Org>>, Path(object): Path<String>
     match org.object(&object) {
         Err(e) => Out::err(e).into_axum(),
         Ok(t) => {
-            let mut rows: Vec<&(u64, Record)> = t.rows.values().collect();
-            rows.sort_by_key(|(s, _)| *s);
-            let value: Vec<Value> = rows
-                .iter()
-                .filter_map(|(_, r)| {
+            let value: Vec<Value> = in_order(t)
+                .filter_map(|r| {
                     let id = r.get("Id").and_then(Value::as_str)?;
                     Some(json!({"id": id, "writes": org.writes.get(id)?}))
                 })
