@@ -88,10 +88,6 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
         dispatch!(self, c => c.update_lead(id, expected_version, fields))
     }
 
-    async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
-        dispatch!(self, c => c.find_account(fields))
-    }
-
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
         dispatch!(self, c => c.load_opportunity(key))
     }
@@ -114,18 +110,6 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
 
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         dispatch!(self, c => c.create_account(fields))
-    }
-
-    async fn get_account(&self, id: &str) -> Result<AccountRecord, CrmError> {
-        dispatch!(self, c => c.get_account(id))
-    }
-
-    async fn get_contact(&self, id: &str) -> Result<ContactRecord, CrmError> {
-        dispatch!(self, c => c.get_contact(id))
-    }
-
-    async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
-        dispatch!(self, c => c.find_contact(account_id, email))
     }
 
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {

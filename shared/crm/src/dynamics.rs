@@ -887,11 +887,6 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
-    async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
-        Ok(self.find_customer(fields, None).await?.account)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
         let f = &self.config.fields;
         let s = &f.solutions;
@@ -1076,27 +1071,6 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         Ok(CreatedOpportunity { record: self.opportunity_of(&v).await?, created: true, account, contact, solutions })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
-    async fn get_account(&self, id: &str) -> Result<AccountRecord, CrmError> {
-        let f = &self.config.fields;
-        let url = self.url(&format!(
-            "accounts({})?$select=accountid,{},{},{}",
-            row_id(id)?,
-            f.account_name,
-            f.account_postal_code,
-            f.account_country
-        ));
-        let v = self.send(Method::GET, &url, None, &[], ("account", id)).await?.json()?;
-        self.account_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("account {id} read without its id")))
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", id = %id))]
-    async fn get_contact(&self, id: &str) -> Result<ContactRecord, CrmError> {
-        let url = self.url(&format!("contacts({})?$select={}", row_id(id)?, self.contact_select()));
-        let v = self.send(Method::GET, &url, None, &[], ("contact", id)).await?.json()?;
-        self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("contact {id} read without its id")))
-    }
-
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let f = &self.config.fields;
@@ -1116,20 +1090,6 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
             .await?
             .json()?;
         self.account_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created account without id")))
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", account_id = %account_id))]
-    async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
-        let f = &self.config.fields;
-        let url = self.url(&format!(
-            "contacts?$select={}&$filter={}%20eq%20{account_id}%20and%20{}%20eq%20{}&$orderby=createdon%20asc&$top=1",
-            self.contact_select(),
-            lookup_value(&f.contact_account),
-            f.contact_email,
-            literal(email)
-        ));
-        let v = self.send(Method::GET, &url, None, &[], ("contact", email)).await?.json()?;
-        Ok(v.get("value").and_then(Value::as_array).and_then(|a| a.first()).and_then(|r| self.contact_of(r)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "dynamics", account_id = %account_id))]

@@ -1072,21 +1072,6 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
-    async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
-        let q = self.account_query(fields);
-        let v = self
-            .send(
-                Method::GET,
-                &self.data(&format!("query?q={}", urlencoding::encode(&q))),
-                None,
-                ("Account", &fields.name),
-            )
-            .await?
-            .json()?;
-        Ok(v.get("records").and_then(Value::as_array).and_then(|r| r.first()).and_then(|r| self.account_of(r)))
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
         let results = self.composite(self.opportunity_subrequests(key)).await?;
         self.opportunity_results(key, &results)
@@ -1117,11 +1102,8 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
-        let Some(email) = email else {
-            return Ok(Customer { account: self.find_account(account).await?, contact: None });
-        };
-        let results = self.composite(self.customer_subrequests(account, Some(email))).await?;
-        self.customer_results(account, Some(email), &results)
+        let results = self.composite(self.customer_subrequests(account, email)).await?;
+        self.customer_results(account, email, &results)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
@@ -1229,36 +1211,6 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         Ok(CreatedOpportunity { record, created: true, account, contact, solutions })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
-    async fn get_account(&self, id: &str) -> Result<AccountRecord, CrmError> {
-        let f = &self.config.fields;
-        let path = self.data(&format!(
-            "sobjects/Account/{}?fields=Id,{},{},{}",
-            urlencoding::encode(id),
-            f.account_name,
-            f.account_postal_code,
-            f.account_country
-        ));
-        let v = self.send(Method::GET, &path, None, ("Account", id)).await?.json()?;
-        self.account_of(&v).ok_or_else(|| unexpected("account read without its id"))
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", id = %id))]
-    async fn get_contact(&self, id: &str) -> Result<ContactRecord, CrmError> {
-        let f = &self.config.fields;
-        let path = self.data(&format!(
-            "sobjects/Contact/{}?fields=Id,{},{},{},{},{}",
-            urlencoding::encode(id),
-            f.contact_first_name,
-            f.contact_last_name,
-            f.contact_email,
-            f.contact_phone,
-            f.contact_account
-        ));
-        let v = self.send(Method::GET, &path, None, ("Contact", id)).await?.json()?;
-        self.contact_of(&v).ok_or_else(|| unexpected("contact read without its id"))
-    }
-
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce"))]
     async fn create_account(&self, fields: &AccountFields) -> Result<AccountRecord, CrmError> {
         let body = self.config.fields.account_columns(fields);
@@ -1268,28 +1220,6 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
             .json()?;
         let id = v.get("id").and_then(Value::as_str).ok_or_else(|| unexpected("account created without id"))?;
         Ok(AccountRecord { id: id.to_owned(), fields: fields.clone() })
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", account_id = %account_id))]
-    async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
-        let f = &self.config.fields;
-        let q = format!(
-            "SELECT Id, {}, {}, {}, {}, {} FROM Contact WHERE {} = {} AND {} = {} ORDER BY CreatedDate, Id LIMIT 1",
-            f.contact_first_name,
-            f.contact_last_name,
-            f.contact_email,
-            f.contact_phone,
-            f.contact_account,
-            f.contact_account,
-            soql(account_id),
-            f.contact_email,
-            soql(email)
-        );
-        let v = self
-            .send(Method::GET, &self.data(&format!("query?q={}", urlencoding::encode(&q))), None, ("Contact", email))
-            .await?
-            .json()?;
-        Ok(v.get("records").and_then(Value::as_array).and_then(|r| r.first()).and_then(|r| self.contact_of(r)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(crm = "salesforce", account_id = %account_id))]

@@ -244,13 +244,13 @@ async fn accounts_match_on_name_and_postal_code<H: Harness>() {
         postal_code: Some("10115".into()),
         country: Some("DE".into()),
     };
-    assert!(crm.find_account(&fields).await.unwrap().is_none());
+    assert!(crm.find_customer(&fields, None).await.unwrap().account.is_none());
     let created = crm.create_account(&fields).await.unwrap();
     assert_eq!(created.fields, fields);
     let probe = AccountFields { name: "NORTHWIND O'BRIEN".into(), postal_code: Some("10115".into()), country: None };
-    assert_eq!(crm.find_account(&probe).await.unwrap().map(|a| a.id), Some(created.id));
+    assert_eq!(crm.find_customer(&probe, None).await.unwrap().account.map(|a| a.id), Some(created.id));
     let other = AccountFields { name: "Northwind O'Brien".into(), postal_code: Some("99999".into()), country: None };
-    assert!(crm.find_account(&other).await.unwrap().is_none());
+    assert!(crm.find_customer(&other, None).await.unwrap().account.is_none());
 }
 
 async fn contacts_match_on_email_within_their_account<H: Harness>() {
@@ -267,18 +267,19 @@ async fn contacts_match_on_email_within_their_account<H: Harness>() {
     let c = crm.create_contact(&a.id, &fields).await.unwrap();
     assert_eq!(c.account_id.as_deref(), Some(a.id.as_str()));
     assert_eq!(c.fields, fields);
-    assert_eq!(crm.find_contact(&a.id, "JANE@a.example").await.unwrap().map(|c| c.id), Some(c.id));
-    assert!(crm.find_contact(&b.id, "jane@a.example").await.unwrap().is_none());
+    let in_a = crm.find_customer(&a.fields, Some("JANE@a.example")).await.unwrap();
+    assert_eq!(in_a.contact.map(|c| c.id), Some(c.id));
+    let in_b = crm.find_customer(&b.fields, Some("jane@a.example")).await.unwrap();
+    assert_eq!(in_b.account.map(|x| x.id), Some(b.id));
+    assert!(in_b.contact.is_none());
 }
 
-async fn accounts_and_contacts_are_read_by_id<H: Harness>() {
+async fn accounts_and_contacts_are_read_with_their_opportunity<H: Harness>() {
     let h = H::start().await;
     let crm = h.crm();
     let fields =
         AccountFields { name: "Fabrikam".into(), postal_code: Some("10115".into()), country: Some("DE".into()) };
     let a = crm.create_account(&fields).await.unwrap();
-    let read = crm.get_account(&a.id).await.unwrap();
-    assert_eq!((read.id.as_str(), &read.fields), (a.id.as_str(), &fields));
     let contact = ContactFields {
         first_name: Some("Max".into()),
         last_name: "Muster".into(),
@@ -286,19 +287,26 @@ async fn accounts_and_contacts_are_read_by_id<H: Harness>() {
         phone: None,
     };
     let c = crm.create_contact(&a.id, &contact).await.unwrap();
-    let read = crm.get_contact(&c.id).await.unwrap();
-    assert_eq!((read.account_id.as_deref(), &read.fields), (Some(a.id.as_str()), &contact));
-    // An id of the right shape that does not exist is NotFound: same length and alphabet, last
+    let opp = OpportunityFields { account_id: Some(a.id.clone()), contact_id: Some(c.id.clone()), ..opportunity(None) };
+    let opp = crm.create_opportunity(&opp).await.unwrap().record;
+    let d = crm.load_opportunity(OpportunityKey::Id(&opp.id)).await.unwrap().expect("the opportunity");
+    let read = d.account.expect("its account");
+    assert_eq!((read.id.as_str(), &read.fields), (a.id.as_str(), &fields));
+    let read = d.contact.expect("its contact");
+    assert_eq!(
+        (read.id.as_str(), read.account_id.as_deref(), &read.fields),
+        (c.id.as_str(), Some(a.id.as_str()), &contact)
+    );
+    // An id of the right shape that does not exist is absent: same length and alphabet, last
     // characters changed.
-    let keep = a.id.len() - 4;
+    let keep = opp.id.len() - 4;
     let missing = format!(
         "{}{}",
-        &a.id[..keep],
-        if a.id[keep..].chars().all(|c| c.is_ascii_hexdigit()) { "0000" } else { "AAAA" }
+        &opp.id[..keep],
+        if opp.id[keep..].chars().all(|c| c.is_ascii_hexdigit()) { "0000" } else { "AAAA" }
     );
-    assert_ne!(missing, a.id);
-    let got = crm.get_account(&missing).await;
-    assert!(matches!(got, Err(CrmError::NotFound { .. })), "{got:?}");
+    assert_ne!(missing, opp.id);
+    assert_eq!(crm.load_opportunity(OpportunityKey::Id(&missing)).await.unwrap(), None);
 }
 
 async fn solutions_are_added_listed_and_removed<H: Harness>() {
@@ -524,10 +532,13 @@ async fn an_opportunity_is_created_with_its_new_customer_and_solutions<H: Harnes
     let listed = crm.list_solutions(&created.record.id).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(created.solutions.iter().all(|s| listed.contains(s)), "{:?} vs {listed:?}", created.solutions);
-    assert_eq!(crm.get_account(&account.id).await.unwrap(), account);
-    assert_eq!(crm.get_contact(&contact.id).await.unwrap().account_id, Some(account.id.clone()));
     let found = crm.find_customer(&fabrikam(), Some("jane@fabrikam.example")).await.unwrap();
-    assert_eq!(found.contact.map(|c| c.id), Some(contact.id.clone()));
+    assert_eq!(found.account.as_ref(), Some(&account));
+    let found_contact = found.contact.expect("the new contact, in its account");
+    assert_eq!(
+        (found_contact.id.as_str(), found_contact.account_id.as_deref()),
+        (contact.id.as_str(), Some(account.id.as_str()))
+    );
 
     // Again, for an existing customer: the opportunity exists, nothing is created.
     let again = NewOpportunity {
@@ -761,8 +772,8 @@ macro_rules! contract_suite {
                 super::contacts_match_on_email_within_their_account::<$harness>().await
             }
             #[tokio::test]
-            async fn accounts_and_contacts_are_read_by_id() {
-                super::accounts_and_contacts_are_read_by_id::<$harness>().await
+            async fn accounts_and_contacts_are_read_with_their_opportunity() {
+                super::accounts_and_contacts_are_read_with_their_opportunity::<$harness>().await
             }
             #[tokio::test]
             async fn solutions_are_added_listed_and_removed() {

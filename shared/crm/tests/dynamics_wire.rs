@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cosell_core::ReferralId;
 use cosell_core::budget::Api;
-use cosell_core::crm::{ChangeKind, CosellFields, CrmError, CrmPort, LeadFields, OpportunityFields};
+use cosell_core::crm::{ChangeKind, CosellFields, CrmError, CrmPort, LeadFields, OpportunityFields, OpportunityKey};
 use cosell_crm::{DynamicsConfig, DynamicsCrm};
 use harness::{DynamicsHarness, Harness, sim};
 use secrecy::SecretString;
@@ -198,6 +198,9 @@ async fn demo_data_is_a_synced_opportunity_with_a_solution_and_a_contact() {
     assert_eq!(opp.fields.currency.as_deref(), Some("EUR"));
     assert_eq!(opp.fields.cosell.help.as_deref(), Some(&["CustomerTechnicalArchitecture".to_owned()][..]));
     assert_eq!(h.crm.list_solutions(&opp.id).await.unwrap()[0].solution_id, "SOL-CONTOSO-CLOUD");
-    let account = opp.fields.account_id.unwrap();
-    assert!(h.crm.find_contact(&account, "ada@contoso.example").await.unwrap().is_some());
+    let account = h.crm.load_opportunity(OpportunityKey::Id(&opp.id)).await.unwrap().and_then(|d| d.account);
+    let account = account.expect("the demo opportunity's account");
+    assert_eq!(opp.fields.account_id.as_deref(), Some(account.id.as_str()));
+    let customer = h.crm.find_customer(&account.fields, Some("ada@contoso.example")).await.unwrap();
+    assert!(customer.contact.is_some(), "the account's contact");
 }

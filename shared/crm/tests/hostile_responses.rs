@@ -209,9 +209,9 @@ async fn call<C: CrmPort>(crm: &C, op: u8) -> Result<(), CrmError> {
         3 => crm.create_opportunity(&opportunity()).await.map(drop),
         4 => crm.update_opportunity(id, Some("W/\"1\""), &opportunity()).await.map(drop),
         5 => crm.close_opportunity(id, &CloseOutcome::Won).await.map(drop),
-        6 => crm.find_account(&account).await.map(drop),
+        6 => crm.find_customer(&account, None).await.map(drop),
         7 => crm.create_account(&account).await.map(drop),
-        8 => crm.find_contact(id, "sue@fabrikam.example").await.map(drop),
+        8 => crm.load_opportunity_or_customer(&referral, None).await.map(drop),
         9 => crm
             .create_contact(id, &ContactFields { last_name: "Smith".into(), ..ContactFields::default() })
             .await

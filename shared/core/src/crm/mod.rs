@@ -442,16 +442,10 @@ pub trait CrmPort: Send + Sync {
         async move { Ok((self.load_opportunity(OpportunityKey::Referral(referral)).await?, None)) }
     }
 
-    /// The account matching `fields` on the configured match keys (name + postal code by default;
-    /// name matched case-insensitively). The first by creation order if several match. 1 API call.
-    fn find_account(
-        &self,
-        fields: &AccountFields,
-    ) -> impl Future<Output = Result<Option<AccountRecord>, CrmError>> + Send;
-
-    /// The customer of a new deal: the account matching `account` (as [`CrmPort::find_account`]) and,
-    /// when `email` is given, that account's contact with this e-mail (as [`CrmPort::find_contact`]).
-    /// 1 API call (Dataverse: the contacts expanded under the account; Salesforce: both queries in
+    /// The customer of a new deal: the account matching `account` on the configured match keys (name
+    /// and postal code by default; name matched case-insensitively; the first by creation order if
+    /// several match) and, when `email` is given, that account's contact with this e-mail
+    /// (case-insensitive). 1 API call (Dataverse: the contacts expanded under the account; Salesforce: both queries in
     /// one composite request).
     fn find_customer(
         &self,
@@ -472,19 +466,6 @@ pub trait CrmPort: Send + Sync {
 
     /// Creates an account. Errors: `Invalid { field }`. 1 API call.
     fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send;
-
-    /// One account by id. Errors: `NotFound`. 1 API call.
-    fn get_account(&self, id: &str) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send;
-
-    /// One contact by id. Errors: `NotFound`. 1 API call.
-    fn get_contact(&self, id: &str) -> impl Future<Output = Result<ContactRecord, CrmError>> + Send;
-
-    /// The contact with this e-mail (case-insensitive) within the account. 1 API call.
-    fn find_contact(
-        &self,
-        account_id: &str,
-        email: &str,
-    ) -> impl Future<Output = Result<Option<ContactRecord>, CrmError>> + Send;
 
     /// Creates a contact of the account. Errors: `Invalid { field }`, `NotFound` (account). 1 API call.
     fn create_contact(
@@ -577,12 +558,6 @@ impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<LeadRecord, CrmError>> + Send {
         (**self).update_lead(id, expected_version, fields)
     }
-    fn find_account(
-        &self,
-        fields: &AccountFields,
-    ) -> impl Future<Output = Result<Option<AccountRecord>, CrmError>> + Send {
-        (**self).find_account(fields)
-    }
     fn find_customer(
         &self,
         account: &AccountFields,
@@ -611,19 +586,6 @@ impl<T: CrmPort> CrmPort for std::sync::Arc<T> {
     }
     fn create_account(&self, fields: &AccountFields) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send {
         (**self).create_account(fields)
-    }
-    fn get_account(&self, id: &str) -> impl Future<Output = Result<AccountRecord, CrmError>> + Send {
-        (**self).get_account(id)
-    }
-    fn get_contact(&self, id: &str) -> impl Future<Output = Result<ContactRecord, CrmError>> + Send {
-        (**self).get_contact(id)
-    }
-    fn find_contact(
-        &self,
-        account_id: &str,
-        email: &str,
-    ) -> impl Future<Output = Result<Option<ContactRecord>, CrmError>> + Send {
-        (**self).find_contact(account_id, email)
     }
     fn create_contact(
         &self,

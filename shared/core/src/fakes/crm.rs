@@ -396,15 +396,6 @@ impl CrmPort for InMemoryCrm {
         Ok(l.clone())
     }
 
-    async fn find_account(&self, fields: &AccountFields) -> Result<Option<AccountRecord>, CrmError> {
-        Ok(self
-            .call(1)
-            .accounts
-            .values()
-            .find(|a| a.fields.name.eq_ignore_ascii_case(&fields.name) && a.fields.postal_code == fields.postal_code)
-            .cloned())
-    }
-
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
         let inner = self.call(1);
         let record = match key {
@@ -522,26 +513,6 @@ impl CrmPort for InMemoryCrm {
         let a = AccountRecord { id: format!("acc-{}", inner.seq), fields: fields.clone() };
         inner.accounts.insert(a.id.clone(), a.clone());
         Ok(a)
-    }
-
-    async fn get_account(&self, id: &str) -> Result<AccountRecord, CrmError> {
-        self.call(1).accounts.get(id).cloned().ok_or_else(|| not_found("account", id))
-    }
-
-    async fn get_contact(&self, id: &str) -> Result<ContactRecord, CrmError> {
-        self.call(1).contacts.get(id).cloned().ok_or_else(|| not_found("contact", id))
-    }
-
-    async fn find_contact(&self, account_id: &str, email: &str) -> Result<Option<ContactRecord>, CrmError> {
-        Ok(self
-            .call(1)
-            .contacts
-            .values()
-            .find(|c| {
-                c.account_id.as_deref() == Some(account_id)
-                    && c.fields.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
-            })
-            .cloned())
     }
 
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
