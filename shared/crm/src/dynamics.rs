@@ -613,38 +613,33 @@ impl<B: ApiBudget> DynamicsCrm<B> {
 
     // ---------- change feed ----------
 
-    async fn feed(&self, e: Entity, delta_link: Option<&str>) -> Result<(Vec<Change>, String, bool), CrmError> {
-        let sync_col = self.config.fields.cosell.sync_flag.clone();
-        let initial =
-            self.url(&format!("{}?$select={},{sync_col},modifiedon,_modifiedby_value,versionnumber", e.set(), e.pk()));
+    /// Every row of a change-tracking feed since `delta_link` (following `@odata.nextLink`), the new
+    /// delta link, and whether the feed started over from `initial` (no link, or an expired one).
+    async fn delta_rows(
+        &self,
+        initial: &str,
+        delta_link: Option<&str>,
+        (set, logical): (&str, &str),
+    ) -> Result<(Vec<Map<String, Value>>, String, bool), CrmError> {
         let track = [("Prefer", "odata.track-changes".to_owned())];
-        let mut full = delta_link.is_none();
-        let mut resp = self.send_raw(Method::GET, delta_link.unwrap_or(&initial), None, &track).await?;
+        let mut restarted = delta_link.is_none();
+        let mut resp = self.send_raw(Method::GET, delta_link.unwrap_or(initial), None, &track).await?;
         if !resp.ok() && delta_link.is_some() && dataverse_code(&resp).as_deref() == Some(EXPIRED_DELTA_CODE) {
-            tracing::warn!(entity = e.set(), "change-tracking token expired; full resync");
-            full = true;
-            resp = self.send_raw(Method::GET, &initial, None, &track).await?;
+            tracing::warn!(entity = set, "change-tracking token expired; the feed starts over");
+            restarted = true;
+            resp = self.send_raw(Method::GET, initial, None, &track).await?;
         }
-        let mut changes = Vec::new();
+        let mut rows = Vec::new();
         loop {
             if !resp.ok() {
-                return Err(error_of(&resp, (e.logical(), "")));
+                return Err(error_of(&resp, (logical, "")));
             }
             let v = resp.json()?;
-            for row in v.get("value").and_then(Value::as_array).into_iter().flatten() {
-                let Some(o) = row.as_object() else { continue };
-                let deleted = o.get("reason").and_then(Value::as_str) == Some("deleted");
-                let id = if deleted { str_of(o, "id") } else { str_of(o, e.pk()) };
-                let Some(id) = id else { continue };
-                if !deleted && o.get(&sync_col).and_then(Value::as_bool) != Some(true) {
-                    continue;
-                }
-                let record = CrmRef::parse(e.logical(), id).map_err(|err| CrmError::Unexpected(err.into()))?;
-                let kind = if e == Entity::Lead { ChangeKind::Lead } else { ChangeKind::Opportunity };
-                changes.push(Change { kind, record, meta: Self::meta(o), deleted });
-            }
+            rows.extend(
+                v.get("value").and_then(Value::as_array).into_iter().flatten().filter_map(|r| r.as_object().cloned()),
+            );
             if let Some(delta) = v.get("@odata.deltaLink").and_then(Value::as_str) {
-                return Ok((changes, delta.to_owned(), full));
+                return Ok((rows, delta.to_owned(), restarted));
             }
             let next = v.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
                 CrmError::Unexpected(anyhow::anyhow!(
@@ -654,9 +649,27 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             resp = self.send_raw(Method::GET, &next, None, &track).await?;
         }
     }
-}
 
-impl<B: ApiBudget> DynamicsCrm<B> {
+    async fn feed(&self, e: Entity, delta_link: Option<&str>) -> Result<(Vec<Change>, String, bool), CrmError> {
+        let sync_col = self.config.fields.cosell.sync_flag.clone();
+        let initial =
+            self.url(&format!("{}?$select={},{sync_col},modifiedon,_modifiedby_value,versionnumber", e.set(), e.pk()));
+        let (rows, delta, full) = self.delta_rows(&initial, delta_link, (e.set(), e.logical())).await?;
+        let mut changes = Vec::new();
+        for o in &rows {
+            let deleted = o.get("reason").and_then(Value::as_str) == Some("deleted");
+            let id = if deleted { str_of(o, "id") } else { str_of(o, e.pk()) };
+            let Some(id) = id else { continue };
+            if !deleted && o.get(&sync_col).and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            let record = CrmRef::parse(e.logical(), id).map_err(|err| CrmError::Unexpected(err.into()))?;
+            let kind = if e == Entity::Lead { ChangeKind::Lead } else { ChangeKind::Opportunity };
+            changes.push(Change { kind, record, meta: Self::meta(o), deleted });
+        }
+        Ok((changes, delta, full))
+    }
+
     /// Solution rows added or changed since `delta_link`, by someone other than the connector, as
     /// changes of their opportunities. A first call (or an expired link) starts from now: the
     /// opportunities' own snapshot covers what exists.
@@ -668,54 +681,21 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             "{}?$select={}id,{lookup},_modifiedby_value,modifiedon,versionnumber",
             s.entity_set, s.entity
         ));
-        let track = [("Prefer", "odata.track-changes".to_owned())];
-        let mut snapshot = delta_link.is_none();
-        let mut resp = self.send_raw(Method::GET, delta_link.unwrap_or(&initial), None, &track).await?;
-        if !resp.ok() && delta_link.is_some() && dataverse_code(&resp).as_deref() == Some(EXPIRED_DELTA_CODE) {
-            tracing::warn!(entity = %s.entity_set, "change-tracking token expired; solution feed restarts");
-            snapshot = true;
-            resp = self.send_raw(Method::GET, &initial, None, &track).await?;
-        }
+        let (rows, delta, restarted) = self.delta_rows(&initial, delta_link, (&s.entity_set, &s.entity)).await?;
         let mut changes = Vec::new();
-        loop {
-            if !resp.ok() {
-                return Err(error_of(&resp, (&s.entity, "")));
+        for o in rows.iter().filter(|_| !restarted) {
+            let (Some(row_id), Some(opportunity)) = (str_of(o, &format!("{}id", s.entity)), str_of(o, &lookup)) else {
+                continue; // a removed row names no opportunity
+            };
+            let meta = Self::meta(o);
+            if meta.modified_by.as_deref() == Some(me.as_str()) {
+                continue;
             }
-            let v = resp.json()?;
-            for row in v.get("value").and_then(Value::as_array).into_iter().flatten().filter(|_| !snapshot) {
-                let Some(o) = row.as_object() else { continue };
-                let (Some(row_id), Some(opportunity)) = (str_of(o, &format!("{}id", s.entity)), str_of(o, &lookup))
-                else {
-                    continue; // a removed row names no opportunity
-                };
-                let meta = Self::meta(o);
-                if meta.modified_by.as_deref() == Some(me.as_str()) {
-                    continue;
-                }
-                let record = CrmRef::parse("opportunity", opportunity).map_err(|e| CrmError::Unexpected(e.into()))?;
-                let meta = RecordMeta { version: format!("solution:{row_id}:{}", meta.version), ..meta };
-                changes.push(Change { kind: ChangeKind::Opportunity, record, meta, deleted: false });
-            }
-            if let Some(delta) = v.get("@odata.deltaLink").and_then(Value::as_str) {
-                return Ok((changes, delta.to_owned()));
-            }
-            let next = v.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
-                CrmError::Unexpected(anyhow::anyhow!(
-                    "change-tracking page without @odata.nextLink or @odata.deltaLink"
-                ))
-            })?;
-            resp = self.send_raw(Method::GET, &next, None, &track).await?;
+            let record = CrmRef::parse("opportunity", opportunity).map_err(|e| CrmError::Unexpected(e.into()))?;
+            let meta = RecordMeta { version: format!("solution:{row_id}:{}", meta.version), ..meta };
+            changes.push(Change { kind: ChangeKind::Opportunity, record, meta, deleted: false });
         }
-    }
-}
-
-/// Adds the opportunities whose solution rows changed, once each, unless the opportunity itself
-/// is already in the batch.
-pub(crate) fn merge_solution_changes(changes: &mut Vec<Change>, rows: Vec<Change>) {
-    for c in rows {
-        if !changes.iter().any(|x| x.record == c.record) {
-            changes.push(c);
-        }
+        Ok((changes, delta))
     }
 }
 
@@ -1172,7 +1152,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
         if self.config.fields.feed_solutions {
             let (rows, link) = self.solution_feed(previous.solutions.as_deref()).await?;
             next.solutions = Some(link);
-            merge_solution_changes(&mut changes, rows);
+            crate::merge_solution_changes(&mut changes, rows);
         }
         let next = serde_json::to_string(&next).map_err(|e| CrmError::Unexpected(e.into()))?;
         Ok(ChangeBatch { changes, next: ChangeCursor(next), full_resync: full })

@@ -11,3 +11,13 @@ pub use dynamics::{DynamicsConfig, DynamicsCrm};
 pub mod salesforce;
 
 pub use salesforce::{SalesforceAuth, SalesforceConfig, SalesforceCrm};
+
+/// Adds the opportunities whose solution rows changed, once each, unless the opportunity itself
+/// is already in the batch (both adapters' change feeds).
+pub(crate) fn merge_solution_changes(changes: &mut Vec<cosell_core::crm::Change>, rows: Vec<cosell_core::crm::Change>) {
+    for c in rows {
+        if !changes.iter().any(|x| x.record == c.record) {
+            changes.push(c);
+        }
+    }
+}

@@ -1372,11 +1372,8 @@ impl<B: ApiBudget> CrmPort for SalesforceCrm<B> {
         if f.feed_solutions {
             let (rows, state) = self.collect_solutions(page("solutions"), &solution_state).await?;
             next.solutions = Some(state);
-            let rows = if solutions_fresh { Vec::new() } else { rows };
-            for c in rows {
-                if !changes.iter().any(|x| x.record == c.record) {
-                    changes.push(c);
-                }
+            if !solutions_fresh {
+                crate::merge_solution_changes(&mut changes, rows);
             }
         }
         let next = serde_json::to_string(&next).map_err(|e| CrmError::Unexpected(e.into()))?;
