@@ -26,15 +26,8 @@ struct Rig {
 
 async fn rig() -> Rig {
     let sim = Simulator::start(Config::default()).await.expect("simulator");
-    let tls = url::Url::parse(sim.tls_base_url()).unwrap();
-    let verifier = WebhookVerifier::new(VerifierConfig {
-        allowed_cert_hosts: vec![tls.host_str().unwrap().to_owned()],
-        allowed_cert_ports: vec![tls.port().unwrap()],
-        extra_tls_roots: vec![sim.ca_certificate_der()],
-        trust_anchors: vec![sim.ca_certificate_der()],
-        ..VerifierConfig::default()
-    })
-    .unwrap();
+    let verifier =
+        WebhookVerifier::new(VerifierConfig::default().trusting(sim.ca_certificate_der(), sim.tls_base_url())).unwrap();
     let queue = InMemoryQueue::new(5);
     let state = InMemoryState::new(ManualClock::new("2026-05-01T00:00:00Z".parse().unwrap()));
     let app = router(Receiver { verifier: Arc::new(verifier), queue: queue.clone(), dedup: state.clone() });

@@ -305,6 +305,22 @@ impl Default for VerifierConfig {
     }
 }
 
+impl VerifierConfig {
+    /// Accepts signing certificates served from the host and port of `https_base_url` and signed by
+    /// the CA `ca_der` (a test CA such as the Partner Center simulator's), which is also trusted for
+    /// fetching them. Panics on a base URL without a host or port: a caller's bug.
+    pub fn trusting(self, ca_der: Vec<u8>, https_base_url: &str) -> Self {
+        let url = url::Url::parse(https_base_url).expect("an https base URL");
+        Self {
+            allowed_cert_hosts: vec![url.host_str().expect("a host").to_owned()],
+            allowed_cert_ports: vec![url.port_or_known_default().expect("a port")],
+            extra_tls_roots: vec![ca_der.clone()],
+            trust_anchors: vec![ca_der],
+            ..self
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifierBuildError {
     #[error("extra TLS root certificate {index} is not a valid DER certificate: {source}")]

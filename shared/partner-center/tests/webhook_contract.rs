@@ -19,14 +19,7 @@ async fn sim() -> SimHandle {
 }
 
 fn verifier_config(sim: &SimHandle) -> VerifierConfig {
-    let tls = url::Url::parse(sim.tls_base_url()).unwrap();
-    VerifierConfig {
-        allowed_cert_hosts: vec![tls.host_str().unwrap().to_owned()],
-        allowed_cert_ports: vec![tls.port().unwrap()],
-        extra_tls_roots: vec![sim.ca_certificate_der()],
-        trust_anchors: vec![sim.ca_certificate_der()],
-        ..VerifierConfig::default()
-    }
+    VerifierConfig::default().trusting(sim.ca_certificate_der(), sim.tls_base_url())
 }
 
 fn verifier(sim: &SimHandle) -> WebhookVerifier {

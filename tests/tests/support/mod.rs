@@ -27,7 +27,7 @@ use cosell_core::crm::{
 use cosell_core::ids::ReferralId;
 use cosell_core::ports::queue::MessageQueue;
 use cosell_lambda::clients::{Crm, PartnerCenter};
-use cosell_partner_center::{VerifierConfig, WebhookVerifier};
+use cosell_partner_center::WebhookVerifier;
 use cosell_simulators::crm_common::ServerHandle;
 use cosell_simulators::partner_center::{
     self as pcsim, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME, SimHandle,
@@ -250,15 +250,8 @@ impl Rig {
         .expect("CRM client");
 
         // webhook-receiver, served over HTTP; its verifier trusts the simulator's test CA.
-        let tls = url::Url::parse(pc_sim.tls_base_url()).expect("url");
-        let verifier = WebhookVerifier::new(VerifierConfig {
-            allowed_cert_hosts: vec![tls.host_str().expect("host").to_owned()],
-            allowed_cert_ports: vec![tls.port().expect("port")],
-            extra_tls_roots: vec![pc_sim.ca_certificate_der()],
-            trust_anchors: vec![pc_sim.ca_certificate_der()],
-            ..webhook_receiver::verifier_config()
-        })
-        .expect("verifier");
+        let config = webhook_receiver::verifier_config().trusting(pc_sim.ca_certificate_der(), pc_sim.tls_base_url());
+        let verifier = WebhookVerifier::new(config).expect("verifier");
         let app = webhook_receiver::app(Arc::new(verifier), aws.pc_events.clone(), aws.state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let receiver_url = format!("http://{}", listener.local_addr().expect("addr"));
