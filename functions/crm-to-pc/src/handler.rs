@@ -1,48 +1,18 @@
-//! The handler over `(&Deps, SqsEvent)`, generic over the ports so that it runs on the in-memory
-//! fakes in unit tests and on DynamoDB/SQS and the real clients in Lambda and the end-to-end tests.
+//! The shared worker handler ([`cosell_lambda::worker`]) over `(&Deps, SqsEvent)`, generic over the
+//! ports: these tests run it on the in-memory fakes with this function's own event fixture.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use cosell_core::clock::Clock;
-use cosell_core::crm::CrmPort;
-use cosell_core::ports::partner_center::PartnerCenter;
-use cosell_core::ports::queue::MessageQueue;
-use cosell_core::ports::state::{AuditLog, LinkStore};
-use cosell_core::sync::Syncer;
-use lambda_runtime::{Error, LambdaEvent};
-
-/// What the handler uses: the sync engine and `crm-changes.fifo` (for retry delays).
-#[derive(Debug)]
-pub struct Deps<P, C, S, K, Q> {
-    pub syncer: Syncer<P, C, S, K>,
-    pub queue: Q,
-}
-
-/// One batch of `crm-changes.fifo`: every message in order, a record's later messages held back after a
-/// failure, only the failed ids returned (`ReportBatchItemFailures`).
-#[tracing::instrument(name = "crm-to-pc", skip_all, fields(request_id = %event.context.request_id, records = event.payload.records.len()))]
-pub async fn handler<P, C, S, K, Q>(
-    deps: &Deps<P, C, S, K, Q>,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Error>
-where
-    P: PartnerCenter,
-    C: CrmPort,
-    S: LinkStore + AuditLog,
-    K: Clock,
-    Q: MessageQueue,
-{
-    Ok(cosell_lambda::worker::handle_sqs(&deps.syncer, &deps.queue, &event.payload).await)
-}
+pub use cosell_lambda::worker::{Deps, handler};
 
 #[cfg(test)]
 mod tests {
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use cosell_core::ManualClock;
     use cosell_core::crm::{CosellFields, CrmKind, DealState, OpportunityFields};
     use cosell_core::fakes::{Crash, InMemoryCrm, InMemoryPartnerCenter, InMemoryQueue, InMemoryState};
     use cosell_core::ids::CrmRef;
     use cosell_core::ports::state::{AuditLog, AuditSubject};
-    use cosell_core::sync::SyncConfig;
-    use lambda_runtime::Context;
+    use cosell_core::sync::{SyncConfig, Syncer};
+    use lambda_runtime::{Context, LambdaEvent};
 
     use super::*;
 
