@@ -23,6 +23,17 @@ struct World {
     syncer: Syncer<InMemoryPartnerCenter, InMemoryCrm, InMemoryState, ManualClock>,
 }
 
+impl World {
+    fn poller<'a>(
+        &'a self,
+        pc_queue: &'a InMemoryQueue,
+        crm_queue: &'a InMemoryQueue,
+        settings: &'a PollerSettings,
+    ) -> Poller<'a, InMemoryCrm, InMemoryPartnerCenter, InMemoryState, InMemoryQueue, InMemoryQueue, ManualClock> {
+        Poller { crm: &self.crm, pc: &self.pc, state: &self.state, pc_queue, crm_queue, clock: &self.clock, settings }
+    }
+}
+
 fn world() -> World {
     let clock = ManualClock::new("2026-05-01T08:00:00Z".parse().unwrap());
     let crash = Crash::default();
@@ -107,15 +118,7 @@ async fn the_crm_feed_is_enqueued_once_and_an_idle_poll_costs_one_call() {
     let w = world();
     let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
     let settings = PollerSettings { sweep_every: 1000, ..PollerSettings::default() };
-    let poller = Poller {
-        crm: &w.crm,
-        pc: &w.pc,
-        state: &w.state,
-        pc_queue: &pcq,
-        crm_queue: &crmq,
-        clock: &w.clock,
-        settings: &settings,
-    };
+    let poller = w.poller(&pcq, &crmq, &settings);
     let a = flagged(&w, "A");
     flagged(&w, "B");
     w.crm.seed_opportunity(
@@ -175,15 +178,7 @@ async fn the_poller_sweeps_every_nth_tick_and_moves_its_cursor() {
     let w = world();
     let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
     let settings = PollerSettings { sweep_every: 2, ..PollerSettings::default() };
-    let poller = Poller {
-        crm: &w.crm,
-        pc: &w.pc,
-        state: &w.state,
-        pc_queue: &pcq,
-        crm_queue: &crmq,
-        clock: &w.clock,
-        settings: &settings,
-    };
+    let poller = w.poller(&pcq, &crmq, &settings);
     inbound(&w, "missed");
     assert!(poller.poll_once().await.unwrap().sweep.is_some(), "tick 0 sweeps");
     assert!(poller.poll_once().await.unwrap().sweep.is_none(), "tick 1 does not");
@@ -197,15 +192,7 @@ async fn a_deal_fixed_on_its_account_is_shared_at_the_next_sweep_without_touchin
     let w = world();
     let (pcq, crmq) = (InMemoryQueue::new(5), InMemoryQueue::new(5));
     let settings = PollerSettings { sweep_every: 1, ..PollerSettings::default() };
-    let poller = Poller {
-        crm: &w.crm,
-        pc: &w.pc,
-        state: &w.state,
-        pc_queue: &pcq,
-        crm_queue: &crmq,
-        clock: &w.clock,
-        settings: &settings,
-    };
+    let poller = w.poller(&pcq, &crmq, &settings);
     let account = w.crm.seed_account(cosell_core::crm::AccountFields {
         name: "Tailspin".into(),
         postal_code: Some("1".into()),
