@@ -10,4 +10,22 @@ pub mod sqs;
 pub mod worker;
 
 pub use config::{InitError, Resources};
+
+/// What every function's `main` does first: read the process environment, start telemetry in the
+/// configured log format, load the AWS SDK configuration.
+#[derive(Debug)]
+pub struct Init {
+    /// The environment as pairs (for [`connect()`]) and as [`cosell_runtime::Env`].
+    pub vars: Vec<(String, String)>,
+    pub env: cosell_runtime::Env,
+    pub sdk: aws_config::SdkConfig,
+}
+
+pub async fn init() -> Result<Init, cosell_runtime::ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let env = cosell_runtime::Env::from_pairs(vars.iter().cloned());
+    let platform = cosell_runtime::PlatformConfig::from_env(&env)?;
+    cosell_runtime::init_telemetry(platform.log_format);
+    Ok(Init { vars, env, sdk: cosell_aws::sdk_config().await })
+}
 pub use connect::{Connected, connect};

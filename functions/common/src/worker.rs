@@ -40,12 +40,8 @@ where
 /// A worker function's `main`: telemetry → configuration → clients (secrets read once) → deps on the
 /// queue `queue` picks → run.
 pub async fn run(queue: fn(&crate::clients::Aws) -> cosell_aws::SqsQueue) -> Result<(), Error> {
-    use cosell_runtime::{Env, PlatformConfig, init_telemetry};
-    let vars: Vec<(String, String)> = std::env::vars().collect();
-    let platform = PlatformConfig::from_env(&Env::from_pairs(vars.iter().cloned()))?;
-    init_telemetry(platform.log_format);
-    let sdk = cosell_aws::sdk_config().await;
-    let connected = crate::connect(&vars, &sdk).await?;
+    let init = crate::init().await?;
+    let connected = crate::connect(&init.vars, &init.sdk).await?;
     let deps = Deps { syncer: connected.syncer(), queue: queue(&connected.aws) };
     lambda_runtime::run(lambda_runtime::service_fn(|event| handler(&deps, event))).await
 }

@@ -2,21 +2,16 @@
 
 use cosell_app::poller::PollerSettings;
 use cosell_core::SystemClock;
-use cosell_runtime::{Env, PlatformConfig, init_telemetry};
 use crm_poller::{Deps, handler};
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let vars: Vec<(String, String)> = std::env::vars().collect();
-    let env = Env::from_pairs(vars.iter().cloned());
-    let platform = PlatformConfig::from_env(&env)?;
-    init_telemetry(platform.log_format);
+    let cosell_lambda::Init { vars, env, sdk } = cosell_lambda::init().await?;
     let settings = PollerSettings {
         sweep_every: env.parsed_or("COSELL_POLL_SWEEP_EVERY", 5u32, "a whole number of ticks, e.g. 5")?,
         ..PollerSettings::default()
     };
-    let sdk = cosell_aws::sdk_config().await;
     let connected = cosell_lambda::connect(&vars, &sdk).await?;
     let deps = Deps {
         crm: connected.crm,

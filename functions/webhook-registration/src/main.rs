@@ -1,15 +1,11 @@
 //! Wiring only: telemetry → configuration → Partner Center client (secret read once) → deps → run.
 
-use cosell_runtime::{Env, PlatformConfig, init_telemetry};
 use lambda_runtime::{Error, service_fn};
 use webhook_registration::{Deps, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let env = Env::from_process();
-    let platform = PlatformConfig::from_env(&env)?;
-    init_telemetry(platform.log_format);
-    let sdk = cosell_aws::sdk_config().await;
+    let cosell_lambda::Init { env, sdk, .. } = cosell_lambda::init().await?;
     // An unusable secret is reported to CloudFormation by the handler rather than failing init,
     // which would leave the stack waiting for an answer for an hour.
     let registrar = cosell_lambda::connect::partner_center(&env, &sdk).await.map(|(_, pc)| pc).map_err(|e| {
