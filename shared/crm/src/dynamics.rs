@@ -574,11 +574,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         let prefer = ("Prefer", "return=representation".to_owned());
         let Some(referral) = referral else {
             let url = self.url(&format!("{}?$select={}", e.set(), self.select(e)));
-            let v = self
-                .send(Method::POST, &url, Some(&Value::Object(body)), &[prefer], (e.logical(), ""))
-                .await?
-                .json()?;
-            return Ok((v, true));
+            return Ok((self.create_returning(&url, body, (e.logical(), "")).await?, true));
         };
         check_key_value(referral.as_str())?;
         let col = self.config.fields.cosell.referral_id.clone();
@@ -596,6 +592,17 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             return existing.map(|v| (v, false)).ok_or_else(|| error_of(&resp, (e.logical(), referral.as_str())));
         }
         Err(error_of(&resp, (e.logical(), referral.as_str())))
+    }
+
+    /// `POST url` with `Prefer: return=representation`: the created row as the URL selects it.
+    async fn create_returning(
+        &self,
+        url: &str,
+        body: Map<String, Value>,
+        what: (&str, &str),
+    ) -> Result<Value, CrmError> {
+        let prefer = [("Prefer", "return=representation".to_owned())];
+        self.send(Method::POST, url, Some(&Value::Object(body)), &prefer, what).await?.json()
     }
 
     async fn update_row(
@@ -1059,16 +1066,7 @@ impl<B: ApiBudget> CrmPort for DynamicsCrm<B> {
             "accounts?$select=accountid,{},{},{}",
             f.account_name, f.account_postal_code, f.account_country
         ));
-        let v = self
-            .send(
-                Method::POST,
-                &url,
-                Some(&Value::Object(body)),
-                &[("Prefer", "return=representation".into())],
-                ("account", ""),
-            )
-            .await?
-            .json()?;
+        let v = self.create_returning(&url, body, ("account", "")).await?;
         self.account_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created account without id")))
     }
 
@@ -1185,16 +1183,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             (None, None) => {}
         }
         let url = self.url(&format!("contacts?$select={}", self.contact_select()));
-        let v = self
-            .send(
-                Method::POST,
-                &url,
-                Some(&Value::Object(body)),
-                &[("Prefer", "return=representation".into())],
-                ("account", account_id.unwrap_or("")),
-            )
-            .await?
-            .json()?;
+        let v = self.create_returning(&url, body, ("account", account_id.unwrap_or(""))).await?;
         self.contact_of(&v).ok_or_else(|| CrmError::Unexpected(anyhow::anyhow!("created contact without id")))
     }
 
