@@ -13,6 +13,7 @@
 //! The installer never alters what exists: a field of the wrong type is a [`Action::Conflict`]
 //! naming what was found and what to do, and any conflict stops the install before it writes.
 
+mod dataverse_export;
 pub mod dynamics;
 pub mod salesforce;
 
@@ -362,7 +363,8 @@ impl ConnectorSchema {
     }
 
     /// The fields of one object.
-    pub fn fields_of<'a>(&'a self, object: &'a str) -> impl Iterator<Item = &'a FieldSpec> + 'a {
+    pub fn fields_of<'a>(&'a self, object: &str) -> impl Iterator<Item = &'a FieldSpec> + 'a {
+        let object = object.to_owned();
         self.fields.iter().filter(move |f| f.object == object)
     }
 
@@ -429,7 +431,8 @@ pub enum Component {
 }
 
 impl Component {
-    fn word(self) -> &'static str {
+    /// The word plans print for it.
+    pub fn word(self) -> &'static str {
         match self {
             Component::Publisher => "publisher",
             Component::Solution => "solution",
