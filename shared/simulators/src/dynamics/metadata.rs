@@ -338,8 +338,19 @@ impl Db {
             Some(Err(e)) => return Err(bad_request(&e)),
         };
         let render = |v: Value| {
-            let v = if expand_option_set { v } else { strip_navigation(v) };
-            select(v, req.select().as_deref())
+            if !expand_option_set {
+                return select(strip_navigation(v), req.select().as_deref());
+            }
+            // An expanded navigation property comes whatever `$select` names.
+            let nav: Vec<(String, Value)> = ["OptionSet", "GlobalOptionSet"]
+                .iter()
+                .filter_map(|k| v.get(*k).map(|x| ((*k).to_owned(), x.clone())))
+                .collect();
+            let mut out = select(v, req.select().as_deref());
+            for (k, x) in nav {
+                out[k.as_str()] = x;
+            }
+            out
         };
         let all = self.attributes_of(t);
         match key {
