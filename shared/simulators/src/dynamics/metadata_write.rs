@@ -451,7 +451,11 @@ impl Db {
         let solution = self.solution_of(req)?;
         let id = v["MetadataId"].as_str().unwrap_or("").to_owned();
         let entity = def.logical.clone();
+        let required = v.pointer("/RequiredLevel/Value").and_then(Value::as_str) == Some("ApplicationRequired");
         if let Some(t) = self.tables.get_mut(&set) {
+            if required {
+                t.def.required.push(logical.clone());
+            }
             t.def.columns.push((logical.clone(), ty));
             t.def.meta.attributes.insert(logical, v);
         }
