@@ -54,6 +54,11 @@ async fn msal_and_requests_authenticate_query_create_and_update_on_the_dataverse
     let mut config = dynamics::Config::new(Arc::new(SystemClock));
     config.org_url = Some(org.into());
     let sim = dynamics::Simulator::start(config).await.unwrap();
+    // The environment starts bare: the product's installer creates the connector's schema.
+    let cfg =
+        cosell_crm::DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", "sim-secret".to_owned().into());
+    let installer = cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
+    installer.apply_schema().await.expect("installing the connector's schema");
     let out = run_client("dynamics_client.py", &[sim.base_url(), org.into()]).await;
     let opp = out["opportunity"].as_str().unwrap();
     let row = sim_get(&format!("{}/_sim/records/opportunities/{opp}", sim.base_url())).await;
