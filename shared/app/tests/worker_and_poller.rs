@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cosell_app::poller::{CRM_FEED_CURSOR, Poller, PollerSettings, SWEEP_CURSOR, sweep};
-use cosell_app::work::WorkItem;
+use cosell_app::work::{Arrival, WorkItem};
 use cosell_app::worker::{Disposition, Incoming, handle_batch};
 use cosell_core::crm::{CosellFields, CrmKind, DealState, OpportunityFields};
 use cosell_core::fakes::{Crash, InMemoryCrm, InMemoryPartnerCenter, InMemoryQueue, InMemoryState};
@@ -130,10 +130,12 @@ async fn the_crm_feed_is_enqueued_once_and_an_idle_poll_costs_one_call() {
     let got = crmq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
     assert_eq!(got.len(), 2);
     assert!(got.iter().any(|m| WorkItem::parse(&m.body).unwrap()
-        == WorkItem::Crm {
-            record: CrmRef::parse("opportunity", &a).unwrap(),
-            version: Some(w.crm.opportunities()[0].meta.version.clone())
-        }));
+        == WorkItem::crm_change(
+            CrmRef::parse("opportunity", &a).unwrap(),
+            w.crm.opportunities()[0].meta.version.clone(),
+            Arrival::Poll,
+            w.crm.opportunities()[0].meta.modified_at,
+        )));
     assert!(w.state.cursor(CRM_FEED_CURSOR).await.unwrap().is_some(), "cursor advanced after enqueueing");
 
     let calls = w.crm.calls().0;
