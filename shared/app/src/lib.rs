@@ -4,6 +4,7 @@
 pub mod poller;
 pub mod push;
 pub mod receiver;
+pub mod relay;
 pub mod work;
 pub mod worker;
 

@@ -72,7 +72,7 @@ impl SalesforceConfig {
             login_url: login_url.trim_end_matches('/').to_owned(),
             auth,
             api_version: "62.0".into(),
-            client_name: "cosell-connector".into(),
+            client_name: cosell_core::crm::SALESFORCE_CALL_OPTIONS_CLIENT.into(),
             fields: CrmFieldMap::defaults(CrmKind::Salesforce),
             timeout: Duration::from_secs(30),
         }
