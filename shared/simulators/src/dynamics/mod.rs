@@ -17,6 +17,7 @@
 mod batch;
 mod expand;
 mod odata;
+mod push;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -119,6 +120,8 @@ struct Db {
     delta_floor: u64,
     counter: ApiCounter,
     faults: Faults,
+    /// Webhook registrations' secrets and deliveries (`push.rs`).
+    push: push::PushState,
 }
 
 /// The Dataverse simulator.
@@ -132,6 +135,7 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let db = Db::new(format!("http://{addr}"), config);
         let state: Shared<Db> = Arc::new(Mutex::new(db));
+        push::start_dispatcher(&state);
         ServerHandle::serve(listener, router(state))
     }
 }
@@ -145,6 +149,7 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
         .route("/_sim/records/{set}", get(sim_list).post(sim_create))
         .route("/_sim/writes/{set}", get(sim_writes))
+        .route("/_sim/push/deliveries", get(push::sim_deliveries))
         .route("/_sim/records/{set}/{id}", get(sim_get).patch(sim_patch).delete(sim_delete))
         .with_state(state)
 }
@@ -164,7 +169,7 @@ fn ty_from_name(n: &str) -> Ty {
 impl Db {
     fn new(base_url: String, config: Config) -> Self {
         let mut tables = BTreeMap::new();
-        for mut def in schema::standard_tables() {
+        for mut def in schema::standard_tables().into_iter().chain(push::tables()) {
             if let Some(extra) = config.extra_columns.get(&def.set) {
                 def.columns.extend(extra.iter().map(|(c, t)| (c.clone(), ty_from_name(t))));
             }
@@ -180,7 +185,9 @@ impl Db {
             delta_floor: 0,
             counter: ApiCounter::default(),
             faults: Faults::default(),
+            push: push::PushState::new(),
         };
+        db.seed_push_metadata();
         for (i, (code, name, symbol, rate)) in [
             ("USD", "US Dollar", "$", 1.0),
             ("EUR", "Euro", "€", 0.92),
@@ -478,6 +485,7 @@ impl Db {
     /// Creates a row; `body` may carry the primary key.
     fn insert(&mut self, set: &str, body: Map<String, Value>, user: &str) -> Result<String, ApiError> {
         let def = self.table(set)?.def.clone();
+        let (body, auth) = push::split_auth(set, body);
         let id = match body.get(&def.pk).and_then(Value::as_str) {
             Some(id) => id.to_ascii_lowercase(),
             None => uuid::Uuid::new_v4().to_string(),
@@ -523,6 +531,7 @@ impl Db {
         if let Some(t) = self.tables.get_mut(set) {
             t.rows.insert(id.clone(), row);
         }
+        self.push_written(set, &id, "Create", &body, user, auth);
         Ok(id)
     }
 
@@ -542,7 +551,7 @@ impl Db {
             .map(|r| r.values.clone())
             .ok_or_else(|| ApiError::row_missing(&def.logical, id))?;
         // Alternate-key columns and the primary key are not rewritten by an update.
-        let mut body = body.clone();
+        let (mut body, auth) = push::split_auth(set, body.clone());
         body.remove(&def.pk);
         self.apply(set, &mut values, &body, false, allow_state)?;
         Self::computed(&def, &mut values);
@@ -553,6 +562,7 @@ impl Db {
             row.version = version;
             row.writes.push(at, user);
         }
+        self.push_written(set, id, "Update", &body, user, auth);
         Ok(())
     }
 
@@ -1001,7 +1011,8 @@ impl Db {
             return Err(e);
         }
         match self.faults.take(req.method.as_str(), &req.path) {
-            None => Ok(None),
+            // `take` never hands out push faults; they act on the webhook deliveries (`push.rs`).
+            None | Some(FaultKind::DropPush | FaultKind::DelayPush { .. } | FaultKind::DuplicatePush) => Ok(None),
             Some(FaultKind::Throttle { retry_after }) => {
                 let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
