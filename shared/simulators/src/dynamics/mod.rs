@@ -20,6 +20,7 @@ mod batch;
 mod control;
 mod expand;
 mod odata;
+mod push;
 mod query;
 mod records;
 mod response;
@@ -120,6 +121,8 @@ struct Db {
     delta_floor: u64,
     counter: ApiCounter,
     faults: Faults,
+    /// Webhook registrations' secrets and deliveries (`push.rs`).
+    push: push::PushState,
 }
 
 /// The Dataverse simulator.
@@ -133,6 +136,7 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let db = Db::new(format!("http://{addr}"), config);
         let state: Shared<Db> = Arc::new(Mutex::new(db));
+        push::start_dispatcher(&state);
         ServerHandle::serve(listener, router(state))
     }
 }
@@ -146,6 +150,7 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/faults", post(control::sim_add_fault).delete(control::sim_clear_faults))
         .route("/_sim/records/{set}", get(control::sim_list).post(control::sim_create))
         .route("/_sim/writes/{set}", get(control::sim_writes))
+        .route("/_sim/push/deliveries", get(push::sim_deliveries))
         .route("/_sim/records/{set}/{id}", get(control::sim_get).patch(control::sim_patch).delete(control::sim_delete))
         .with_state(state)
 }
@@ -165,7 +170,7 @@ fn ty_from_name(n: &str) -> Ty {
 impl Db {
     fn new(base_url: String, config: Config) -> Self {
         let mut tables = BTreeMap::new();
-        for mut def in schema::standard_tables() {
+        for mut def in schema::standard_tables().into_iter().chain(push::tables()) {
             if let Some(extra) = config.extra_columns.get(&def.set) {
                 def.columns.extend(extra.iter().map(|(c, t)| (c.clone(), ty_from_name(t))));
             }
@@ -181,7 +186,9 @@ impl Db {
             delta_floor: 0,
             counter: ApiCounter::default(),
             faults: Faults::default(),
+            push: push::PushState::new(),
         };
+        db.seed_push_metadata();
         for (i, (code, name, symbol, rate)) in [
             ("USD", "US Dollar", "$", 1.0),
             ("EUR", "Euro", "€", 0.92),

@@ -90,7 +90,14 @@ impl Org {
             return Err(SfError::new(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."));
         }
         match self.faults.take(method.as_str(), path) {
-            None | Some(FaultKind::ExpireDeltaTokens) => Ok(None),
+            // `take` never hands out push faults; they act on the change events.
+            None
+            | Some(
+                FaultKind::ExpireDeltaTokens
+                | FaultKind::DropPush
+                | FaultKind::DelayPush { .. }
+                | FaultKind::DuplicatePush,
+            ) => Ok(None),
             Some(FaultKind::Throttle { .. }) => {
                 Err(SfError::new(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             }
