@@ -3,6 +3,7 @@
 
 pub mod poller;
 pub mod push;
+pub mod push_salesforce;
 pub mod receiver;
 pub mod relay;
 pub mod work;

@@ -15,6 +15,7 @@
 mod auth;
 mod changes;
 mod errors;
+pub mod event_relay;
 mod query;
 mod write;
 
