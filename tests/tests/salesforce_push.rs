@@ -194,5 +194,16 @@ fn a_change_event_naming_several_records_syncs_each_of_them() {
         // Bad input is refused and loses nothing.
         let r = rig.http.post(&sink).body("{\"detail-type\": 1}").send().await.unwrap();
         assert_eq!(r.status(), 400);
+
+        // `cosell crm push disable`: the relay and the selections go, and changes are no longer sent.
+        let AnyCrm::Salesforce(sf) = &*rig.crm else { panic!("a Salesforce rig") };
+        let off = sf.disable_event_relay().await.expect("relay removed");
+        assert!(off.relay_id.is_none() && off.destination.is_none() && off.selected.is_empty(), "{off:?}");
+        assert_eq!(off.missing, ["OpportunityChangeEvent", "Microsoft_Solution__ChangeEvent"]);
+        let before = rig.crm_control(Method::GET, "change-events", Value::Null).await.as_array().unwrap().len();
+        rig.crm_control(Method::PATCH, &format!("records/Opportunity/{a}"), json!({"Amount": 1})).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = rig.crm_control(Method::GET, "change-events", Value::Null).await.as_array().unwrap().len();
+        assert_eq!(after, before, "no relay, no event: the poll alone");
     });
 }
