@@ -12,7 +12,7 @@ use cosell_core::ports::queue::{MessageQueue, QueueError};
 use cosell_core::ports::state::{CursorStore, LinkStore, StateError, SyncMark};
 use cosell_core::referral::Referral;
 
-use crate::work::WorkItem;
+use crate::work::{Arrival, WorkItem};
 
 pub const CRM_FEED_CURSOR: &str = "crm-feed";
 pub const TICK_CURSOR: &str = "poll-tick";
@@ -121,8 +121,13 @@ where
                 continue;
             }
             messages.push(
-                WorkItem::Crm { record: change.record.clone(), version: Some(change.meta.version.clone()) }
-                    .to_message(),
+                WorkItem::crm_change(
+                    change.record.clone(),
+                    change.meta.version.clone(),
+                    Arrival::Poll,
+                    change.meta.modified_at,
+                )
+                .to_message(),
             );
         }
         self.crm_queue.send_batch(&messages).await?;
@@ -171,7 +176,7 @@ pub async fn retry_unshared_failures<S: LinkStore, Q: MessageQueue>(
             let (None, Some(record), SyncMark::Failed(_)) = (&link.referral_id, &link.crm, &link.mark) else {
                 continue;
             };
-            let item = WorkItem::Crm { record: record.clone(), version: Some(format!("retry@{tag}")) };
+            let item = WorkItem::crm(record.clone(), Some(format!("retry@{tag}")));
             messages.push(item.to_message());
             retried.push(record.key());
         }
