@@ -14,8 +14,13 @@
 //!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user),
 //!   `GET /_sim/writes/{T}` (each record's writes: time at full precision and user, for benchmarks).
 
+mod demo;
+mod permissions;
 mod schema;
 mod soql;
+mod tooling;
+
+pub use permissions::{PROFILE_PERMISSION_SET_ID, USER_PERMISSIONS};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -125,6 +130,8 @@ struct Org {
     /// Record id → who wrote it when, at the clock's full precision (`SystemModstamp` is kept
     /// strictly increasing, so it runs ahead of the clock under a burst): for `GET /_sim/writes/{object}`.
     writes: BTreeMap<String, WriteLog>,
+    /// Custom fields and objects created through the Tooling API.
+    meta: tooling::MetadataStore,
 }
 
 /// The Salesforce simulator.
@@ -150,6 +157,7 @@ fn router(state: Shared<Org>) -> Router {
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
         .route("/_sim/journal", get(sim_journal))
+        .route("/_sim/user-permissions", get(permissions::sim_user_permissions).post(permissions::sim_user_permissions))
         .route("/_sim/records/{object}", get(sim_list).post(sim_create))
         .route("/_sim/writes/{object}", get(sim_writes))
         .route("/_sim/records/{object}/{id}", get(sim_get).patch(sim_patch).delete(sim_delete))
@@ -180,6 +188,7 @@ impl SfError {
     fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")
     }
+
     fn body(&self) -> Value {
         let mut e = json!({"message": self.message, "errorCode": self.code});
         if !self.fields.is_empty() {
@@ -211,7 +220,7 @@ impl Out {
 impl Org {
     fn new(base_url: String, config: Config) -> Self {
         let mut tables = BTreeMap::new();
-        for def in schema::objects(config.multi_currency) {
+        for def in schema::objects(config.multi_currency).into_iter().chain(permissions::objects()) {
             tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new(), recycle: BTreeMap::new() });
         }
         let mut org = Self {
@@ -226,6 +235,7 @@ impl Org {
             faults: Faults::default(),
             journal: Vec::new(),
             writes: BTreeMap::new(),
+            meta: tooling::MetadataStore::default(),
         };
         for (i, (label, closed, won, prob, forecast)) in schema::STAGES.iter().enumerate() {
             let rec = json!({"MasterLabel": label, "ApiName": label, "IsActive": true, "IsClosed": closed, "IsWon": won,
@@ -235,65 +245,13 @@ impl Org {
         let user = json!({"Username": org.config.username, "Name": "Co-sell Integration"});
         org.seed_with_id("User", INTEGRATION_USER_ID, user);
         org.seed_with_id("User", SIM_USER_ID, json!({"Username": "seller@cosell.example", "Name": "Sam Seller"}));
+        org.seed_profile();
         if org.config.seed_demo
             && let Err(e) = org.seed_demo()
         {
             tracing::error!(error = ?e, "demo data could not be seeded");
         }
         org
-    }
-
-    fn seed_demo(&mut self) -> Result<(), SfError> {
-        let obj = |v: Value| v.as_object().cloned().unwrap_or_default();
-        let contoso = self.create(
-            "Account",
-            &obj(json!({"Name": "Contoso Ltd", "BillingPostalCode": "75001", "BillingCity": "Paris", "BillingCountry": "FR"})),
-            SIM_USER_ID,
-            true,
-        )?;
-        let fabrikam = self.create(
-            "Account",
-            &obj(json!({"Name": "Fabrikam Inc", "BillingPostalCode": "98052", "BillingCity": "Redmond", "BillingCountry": "US"})),
-            SIM_USER_ID,
-            true,
-        )?;
-        let ada = self.create(
-            "Contact",
-            &obj(json!({"FirstName": "Ada", "LastName": "Lovelace", "Email": "ada@contoso.example", "AccountId": contoso})),
-            SIM_USER_ID,
-            true,
-        )?;
-        let mut shared = obj(json!({"Name": "Contoso – Azure migration", "Amount": 250000, "CloseDate": "2026-09-30",
-            "StageName": "Prospecting", "Description": "Migrate the on-premises ERP to Azure", "AccountId": contoso,
-            "ContactId": ada, "Sync_with_Partner_Center__c": true,
-            "How_can_Microsoft_help__c": "Customer Technical Architectural Support", "Visibility__c": "Visible"}));
-        if self.config.multi_currency {
-            shared.insert("CurrencyIsoCode".into(), json!("EUR"));
-        }
-        let opp = self.create("Opportunity", &shared, SIM_USER_ID, true)?;
-        self.create(
-            "Microsoft_Solution__c",
-            &obj(json!({"Name": "Contoso Cloud Accelerator", "Solution_Identifier__c": "SOL-CONTOSO-CLOUD", "Opportunity__c": opp})),
-            SIM_USER_ID,
-            true,
-        )?;
-        self.create(
-            "Opportunity",
-            &obj(
-                json!({"Name": "Fabrikam – Dynamics rollout (not shared)", "Amount": 80000, "CloseDate": "2026-12-15",
-                "StageName": "Qualification", "AccountId": fabrikam, "Sync_with_Partner_Center__c": false}),
-            ),
-            SIM_USER_ID,
-            true,
-        )?;
-        self.create(
-            "Lead",
-            &obj(json!({"FirstName": "Grace", "LastName": "Hopper", "Company": "Northwind Traders", "Title": "Northwind – data platform",
-                "Email": "grace@northwind.example", "Country": "DE", "Status": "Open - Not Contacted", "Sync_with_Partner_Center__c": true})),
-            SIM_USER_ID,
-            true,
-        )?;
-        Ok(())
     }
 
     fn seed(&mut self, object: &str, rec: Value) {
@@ -330,13 +288,10 @@ impl Org {
     }
 
     fn object(&self, name: &str) -> Result<&Table, SfError> {
-        self.tables.values().find(|t| t.def.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            SfError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                &format!("The requested resource does not exist: sObject type '{name}' is not supported."),
-            )
-        })
+        self.tables
+            .values()
+            .find(|t| t.def.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| SfError::not_found_type(name))
     }
 
     /// Finds a record by 18- or 15-character id.
@@ -493,7 +448,7 @@ impl Org {
         user: &str,
         as_user: bool,
     ) -> Result<String, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = if as_user { self.object(object)?.def.clone() } else { self.api_def(object)? };
         if !def.writable {
             return Err(SfError::new(
                 StatusCode::BAD_REQUEST,
@@ -502,10 +457,10 @@ impl Org {
             ));
         }
         let mut rec = Record::new();
-        if def.name == "Microsoft_Solution__c" && !body.keys().any(|k| k.eq_ignore_ascii_case("Name")) {
-            rec.insert("Name".into(), json!(format!("SOL-{:05}", self.seq + 1)));
-        }
         self.apply(&def, &mut rec, body, as_user)?;
+        if !as_user {
+            self.check_setup_create(&def.name, &rec)?;
+        }
         for f in def.fields.iter().filter(|f| f.external_id) {
             if let Some(v) = rec.get(&f.name).filter(|v| !v.is_null()) {
                 let dup = self.object(&def.name)?.rows.values().any(|(_, r)| r.get(&f.name) == Some(v));
@@ -522,6 +477,11 @@ impl Org {
         let id = self.new_id(&def.name);
         let now = sf_time(self.now());
         rec.insert("Id".into(), json!(id));
+        if rec.get("Name").is_none_or(Value::is_null)
+            && let Some(name) = self.default_name(&def.name, &id)
+        {
+            rec.insert("Name".into(), json!(name));
+        }
         rec.insert("IsDeleted".into(), json!(false));
         rec.insert("CreatedDate".into(), json!(now));
         rec.insert("CreatedById".into(), json!(user));
@@ -543,7 +503,7 @@ impl Org {
         user: &str,
         as_user: bool,
     ) -> Result<(), SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = if as_user { self.object(object)?.def.clone() } else { self.api_def(object)? };
         let (_, mut rec) = self.object(object)?.rows.get(id).cloned().ok_or_else(SfError::not_found)?;
         self.apply(&def, &mut rec, body, as_user)?;
         self.stamp(&mut rec, user);
@@ -619,6 +579,7 @@ impl Org {
             });
         }
         let result = match (method.clone(), segs.as_slice()) {
+            (_, ["tooling", rest @ ..]) => self.tooling(method, rest, query, body, version),
             (Method::GET, [kind @ ("query" | "queryAll")]) => {
                 self.query(query.get("q").map(String::as_str).unwrap_or(""), headers, version, *kind == "queryAll")
             }
@@ -646,10 +607,11 @@ impl Org {
             (Method::GET, ["sobjects", object, "describe"]) => self.describe(object),
             (Method::GET, ["sobjects", object, id]) => self.get(object, id, query, version),
             (Method::PATCH, ["sobjects", object, id]) => self.patch(object, id, headers, body),
-            (Method::DELETE, ["sobjects", object, id]) => self.delete(object, id),
-            (Method::GET, ["sobjects", object, field, value]) => {
-                self.by_external_id(object, field, value).and_then(|id| self.get(object, &id, query, version))
-            }
+            (Method::DELETE, ["sobjects", object, id]) => self.api_delete(object, id),
+            (Method::GET, ["sobjects", object, field, value]) => self
+                .api_def(object)
+                .and_then(|_| self.by_external_id(object, field, value))
+                .and_then(|id| self.get(object, &id, query, version)),
             (Method::PATCH, ["sobjects", object, field, value]) => self.upsert(object, field, value, query, body),
             _ => Err(SfError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")),
         };
@@ -660,6 +622,7 @@ impl Org {
         let sobjects: Vec<Value> = self
             .tables
             .values()
+            .filter(|t| self.api_can_see(&t.def.name))
             .map(|t| {
                 json!({"name": t.def.name, "label": t.def.name.trim_end_matches("__c").replace('_', " "),
                     "keyPrefix": t.def.prefix, "custom": t.def.name.ends_with("__c"), "createable": t.def.writable,
@@ -671,7 +634,7 @@ impl Org {
 
     /// `sobjects/{T}/describe`: the fields a client (or the connector's `doctor`) can check for.
     fn describe(&self, object: &str) -> Result<Out, SfError> {
-        let def = &self.object(object)?.def;
+        let def = &self.api_def(object)?;
         let fields: Vec<Value> = def
             .fields
             .iter()
@@ -712,12 +675,13 @@ impl Org {
     }
 
     fn get(&self, object: &str, id: &str, query: &BTreeMap<String, String>, version: &str) -> Result<Out, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = self.api_def(object)?;
         let id = self.find_id(object, id).ok_or_else(SfError::not_found)?;
         let fields = match query.get("fields") {
-            Some(f) => Some(Self::check_fields(&def, &f.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())?),
-            None => None,
+            Some(f) => Self::check_fields(&def, &f.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())?,
+            None => def.fields.iter().map(|f| f.name.clone()).collect(),
         };
+        let fields = Some(fields);
         let v = self.render(object, &id, fields.as_deref(), version).ok_or_else(SfError::not_found)?;
         Ok(Out::json(StatusCode::OK, v))
     }
@@ -855,7 +819,7 @@ impl Org {
         query: &BTreeMap<String, String>,
         body: Option<&Value>,
     ) -> Result<Out, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = self.api_def(object)?;
         let f = def.field(field).filter(|f| f.external_id).cloned().ok_or_else(|| {
             SfError::new(
                 StatusCode::NOT_FOUND,
@@ -891,14 +855,14 @@ impl Org {
 
     fn query(&mut self, q: &str, headers: &HeaderMap, version: &str, all: bool) -> Result<Out, SfError> {
         let parsed = soql::parse(q).map_err(|e| SfError::new(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &e))?;
-        let t = self.object(&parsed.object).map_err(|_| {
+        let def = self.api_def(&parsed.object).map_err(|_| {
             SfError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_TYPE",
                 &format!("sObject type '{}' is not supported.", parsed.object),
             )
         })?;
-        let def = t.def.clone();
+        let t = self.object(&def.name)?;
         let fields = Self::check_fields(&def, &parsed.fields)?;
         let mut cond_fields = Vec::new();
         if let Some(c) = &parsed.filter {
