@@ -4,6 +4,7 @@
 mod any;
 pub mod dynamics;
 mod http;
+pub mod schema;
 
 pub use any::AnyCrm;
 

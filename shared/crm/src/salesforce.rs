@@ -121,7 +121,7 @@ struct SfCursor {
 }
 
 /// A SOQL string literal.
-fn soql(s: &str) -> String {
+pub(crate) fn soql(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
@@ -171,7 +171,7 @@ fn error_of(status: u16, body: &Value, headers_retry: Option<Duration>, (entity,
     }
 }
 
-fn resp_error(resp: &Resp, what: (&str, &str)) -> CrmError {
+pub(crate) fn resp_error(resp: &Resp, what: (&str, &str)) -> CrmError {
     error_of(resp.status, &resp.json().unwrap_or(Value::Null), resp.retry_after(), what)
 }
 
@@ -184,7 +184,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         &self.config.fields
     }
 
-    fn data(&self, path: &str) -> String {
+    pub(crate) fn data(&self, path: &str) -> String {
         format!("/services/data/v{}/{path}", self.config.api_version)
     }
 
@@ -254,7 +254,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
     }
 
     /// One REST call (charged), re-authenticating once on 401. `path` starts with `/services/`.
-    async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
+    pub(crate) async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
         let method = &method;
         with_reauth(method, |forced| async move {
             self.budget.charge(Api::Salesforce, 1).await?;
@@ -276,7 +276,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         .await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

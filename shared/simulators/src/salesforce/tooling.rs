@@ -175,7 +175,7 @@ impl Org {
         }
     }
 
-    fn tooling_body<'a>(body: Option<&'a Value>) -> Result<(&'a str, &'a Map<String, Value>), SfError> {
+    fn tooling_body(body: Option<&Value>) -> Result<(&str, &Map<String, Value>), SfError> {
         let body = body.and_then(Value::as_object).ok_or_else(|| {
             SfError::new(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "the request body must be a JSON object")
         })?;
