@@ -31,14 +31,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::response::{Out, SfError};
 use super::schema::{Field, Object, Ty};
-use super::{INTEGRATION_USER_ID, Org, Out, Record, SfError};
+use super::{INTEGRATION_USER_ID, Org, Record};
 use crate::crm_common::{Shared, lock};
 
-pub(crate) const PERMISSION_SET: &str = "PermissionSet";
-pub(crate) const FIELD_PERMISSIONS: &str = "FieldPermissions";
-pub(crate) const OBJECT_PERMISSIONS: &str = "ObjectPermissions";
-pub(crate) const ASSIGNMENT: &str = "PermissionSetAssignment";
+pub(super) const PERMISSION_SET: &str = "PermissionSet";
+pub(super) const FIELD_PERMISSIONS: &str = "FieldPermissions";
+pub(super) const OBJECT_PERMISSIONS: &str = "ObjectPermissions";
+pub(super) const ASSIGNMENT: &str = "PermissionSetAssignment";
 
 /// The user permissions the simulator models, with the labels Setup shows for them.
 pub const USER_PERMISSIONS: [(&str, &str); 6] = [
@@ -69,7 +70,7 @@ fn system() -> Vec<Field> {
 }
 
 /// The setup sObjects, as the standard schema ships them.
-pub(crate) fn objects() -> Vec<Object> {
+pub(super) fn objects() -> Vec<Object> {
     let mut ps = system();
     ps.extend([
         field("Name", Ty::Text, true, true),
@@ -133,7 +134,7 @@ fn forbidden_object(object: &str) -> SfError {
 }
 
 impl SfError {
-    pub(crate) fn not_found_type(name: &str) -> Self {
+    pub(super) fn not_found_type(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -163,7 +164,7 @@ fn needs_fls(f: &Field) -> bool {
 impl Org {
     /// The integration user's profile: its permission set, assigned to it, with every modelled user
     /// permission on (an administrator's integration user), and the seller's.
-    pub(crate) fn seed_profile(&mut self) {
+    pub(super) fn seed_profile(&mut self) {
         let mut ps = Map::new();
         ps.insert("Name".into(), json!("X00eSIM000000000001"));
         ps.insert("Label".into(), json!("Integration User profile"));
@@ -189,13 +190,13 @@ impl Org {
     }
 
     /// Whether a user permission is granted to the user by any assigned permission set.
-    pub(crate) fn has_user_permission(&self, user: &str, permission: &str) -> bool {
+    pub(super) fn has_user_permission(&self, user: &str, permission: &str) -> bool {
         let sets = self.assigned_sets(user);
         self.rows_of(PERMISSION_SET).any(|r| sets.iter().any(|s| s == str_of(r, "Id")) && bool_of(r, permission))
     }
 
     /// Fails with the answer Salesforce gives when the integration user lacks a user permission.
-    pub(crate) fn require(&self, permission: &str) -> Result<(), SfError> {
+    pub(super) fn require(&self, permission: &str) -> Result<(), SfError> {
         if self.has_user_permission(INTEGRATION_USER_ID, permission) { Ok(()) } else { Err(forbidden(permission)) }
     }
 
@@ -230,13 +231,13 @@ impl Org {
     }
 
     /// Whether the integration user can see an object at all (describe global, queries).
-    pub(crate) fn api_can_see(&self, object: &str) -> bool {
+    pub(super) fn api_can_see(&self, object: &str) -> bool {
         self.object_access(INTEGRATION_USER_ID, object)[0]
     }
 
     /// An object as the integration user sees it through the API: custom fields without FLS read are
     /// absent, without FLS edit read-only; a custom object without object read does not exist.
-    pub(crate) fn api_def(&self, object: &str) -> Result<Object, SfError> {
+    pub(super) fn api_def(&self, object: &str) -> Result<Object, SfError> {
         let def = self.object(object)?.def.clone();
         let [read, create, edit, _] = self.object_access(INTEGRATION_USER_ID, &def.name);
         if !read {
@@ -260,7 +261,7 @@ impl Org {
 
     /// Checks a create of a setup sObject by the integration user (its permissions, the documented
     /// field rules, duplicates), after the body was applied onto `rec`.
-    pub(crate) fn check_setup_create(&self, object: &str, rec: &Record) -> Result<(), SfError> {
+    pub(super) fn check_setup_create(&self, object: &str, rec: &Record) -> Result<(), SfError> {
         match object {
             PERMISSION_SET => {
                 self.require("PermissionsManageProfilesPermissionsets")?;
@@ -329,7 +330,7 @@ impl Org {
     }
 
     /// Checks a delete of a setup sObject by the integration user.
-    pub(crate) fn check_setup_delete(&self, object: &str, id: &str) -> Result<(), SfError> {
+    pub(super) fn check_setup_delete(&self, object: &str, id: &str) -> Result<(), SfError> {
         match object {
             PERMISSION_SET if id == PROFILE_PERMISSION_SET_ID => Err(SfError::new(
                 StatusCode::BAD_REQUEST,
@@ -362,7 +363,7 @@ impl Org {
 
     /// `DELETE sobjects/{T}/{id}` by the integration user: object access, then the setup rules (setup
     /// records are deleted for good, with what a permission set owns; others go to the recycle bin).
-    pub(crate) fn api_delete(&mut self, object: &str, id: &str) -> Result<Out, SfError> {
+    pub(super) fn api_delete(&mut self, object: &str, id: &str) -> Result<Out, SfError> {
         let def = self.api_def(object)?;
         if !self.object_access(INTEGRATION_USER_ID, &def.name)[3] {
             return Err(forbidden_object(&def.name));
@@ -382,7 +383,7 @@ impl Org {
     }
 
     /// Removes what a deleted permission set owned: its field and object permissions and assignments.
-    pub(crate) fn cascade_permission_set(&mut self, id: &str) {
+    pub(super) fn cascade_permission_set(&mut self, id: &str) {
         for (object, key) in
             [(FIELD_PERMISSIONS, "ParentId"), (OBJECT_PERMISSIONS, "ParentId"), (ASSIGNMENT, "PermissionSetId")]
         {
@@ -394,7 +395,7 @@ impl Org {
 
     /// Removes the field permissions naming a deleted field (`Object.Field`), or every permission on a
     /// deleted object (`Object`).
-    pub(crate) fn drop_permissions_on(&mut self, object: &str, field: Option<&str>) {
+    pub(super) fn drop_permissions_on(&mut self, object: &str, field: Option<&str>) {
         let full = field.map(|f| format!("{object}.{f}"));
         if let Some(t) = self.tables.get_mut(FIELD_PERMISSIONS) {
             t.rows.retain(|_, (_, r)| match &full {
@@ -412,7 +413,7 @@ impl Org {
 
 /// A Salesforce API (developer) name: letters, digits and underscores, starting with a letter, no two
 /// consecutive underscores, not ending with one.
-pub(crate) fn valid_developer_name(name: &str) -> bool {
+pub(super) fn valid_developer_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.contains("__")
@@ -421,7 +422,7 @@ pub(crate) fn valid_developer_name(name: &str) -> bool {
 
 /// `POST /_sim/user-permissions` `{"PermissionsCustomizeApplication": false, …}`: an administrator
 /// changes the integration user's profile (e.g. takes "Customize Application" away). `GET` shows them.
-pub(crate) async fn sim_user_permissions(
+pub(super) async fn sim_user_permissions(
     State(state): State<Shared<Org>>,
     body: Option<axum::Json<Map<String, Value>>>,
 ) -> Response {

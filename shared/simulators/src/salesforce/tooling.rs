@@ -36,17 +36,18 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::permissions::valid_developer_name;
+use super::response::{Out, SfError};
 use super::schema::{Field, Object, Ty};
-use super::{Org, Out, SfError, Table, sf_time, soql};
+use super::{Org, Table, sf_time, soql};
 
 /// Custom fields and objects created through the Tooling API.
 #[derive(Debug, Default)]
-pub(crate) struct MetadataStore {
+pub(super) struct MetadataStore {
     fields: BTreeMap<String, CustomField>,
     objects: BTreeMap<String, CustomObject>,
     seq: u64,
     /// Whether the seller already shared the demo deal (`demo.rs`).
-    pub(crate) demo_shared: bool,
+    pub(super) demo_shared: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +153,7 @@ fn custom_name(full: &str) -> Result<&str, SfError> {
 
 impl Org {
     /// Dispatches `/services/data/vXX.X/tooling/{rest}`.
-    pub(crate) fn tooling(
+    pub(super) fn tooling(
         &mut self,
         method: &Method,
         segs: &[&str],
@@ -313,7 +314,7 @@ impl Org {
 
     /// The `Name` of a new record of a custom object that was not given one: the next auto-number, or
     /// (Text name field) the record id, as the API leaves it **[I]**. `None` for other objects.
-    pub(crate) fn default_name(&mut self, object: &str, id: &str) -> Option<String> {
+    pub(super) fn default_name(&mut self, object: &str, id: &str) -> Option<String> {
         let o = self.meta.objects.values_mut().find(|o| o.name.eq_ignore_ascii_case(object))?;
         match o.metadata.pointer("/nameField/type").and_then(Value::as_str) {
             Some("AutoNumber") => {

@@ -1,4 +1,6 @@
-//! The demo data of the sandbox and `cosell sim salesforce`, entered as a seller would.
+//! What a fresh org holds besides its schema: records written without the API (the opportunity
+//! stages, the integration user and the seller) and the demo data (`Config::seed_demo`) a seller
+//! would have entered: accounts, a contact, two opportunities and a lead.
 //!
 //! The org starts with the standard schema only, so the seller's records hold standard fields. Once
 //! the connector's schema is installed (the installer's Tooling API calls created every field the
@@ -8,7 +10,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Org, SIM_USER_ID, SfError};
+use super::response::SfError;
+use super::{Org, SIM_USER_ID};
 
 /// The connector fields (default names) the seller's edits use, per object.
 const NEEDED: [(&str, &str); 6] = [
@@ -26,7 +29,7 @@ fn obj(v: Value) -> Map<String, Value> {
 
 impl Org {
     /// The seller's records, standard fields only.
-    pub(crate) fn seed_demo(&mut self) -> Result<(), SfError> {
+    pub(super) fn seed_demo(&mut self) -> Result<(), SfError> {
         let contoso = self.create(
             "Account",
             &obj(json!({"Name": "Contoso Ltd", "BillingPostalCode": "75001", "BillingCity": "Paris", "BillingCountry": "FR"})),
@@ -73,7 +76,7 @@ impl Org {
 
     /// After a metadata create: once every field the demo uses exists, the seller shares the demo
     /// deal and lead (once).
-    pub(crate) fn share_demo_when_ready(&mut self) {
+    pub(super) fn share_demo_when_ready(&mut self) {
         if !self.config.seed_demo || self.meta.demo_shared {
             return;
         }
@@ -115,5 +118,20 @@ impl Org {
             self.update("Lead", &lead, &obj(json!({"Sync_with_Partner_Center__c": true})), SIM_USER_ID, true)?;
         }
         Ok(())
+    }
+
+    pub(super) fn seed(&mut self, object: &str, rec: Value) {
+        let id = self.new_id(object);
+        self.seed_with_id(object, &id, rec);
+    }
+
+    pub(super) fn seed_with_id(&mut self, object: &str, id: &str, rec: Value) {
+        let mut r = rec.as_object().cloned().unwrap_or_default();
+        r.insert("Id".into(), json!(id));
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(t) = self.tables.get_mut(object) {
+            t.rows.insert(id.to_owned(), (seq, r));
+        }
     }
 }
