@@ -4,7 +4,7 @@
 mod harness;
 
 use cosell_core::crm::{CosellFields, CrmPort, OpportunityFields};
-use cosell_crm::schema::salesforce::{FieldStatus, SalesforceSchema, SfAction, SfSchemaError};
+use cosell_crm::schema::{Action, Component, SchemaError};
 use harness::{SalesforceHarness, sim};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -75,10 +75,9 @@ async fn a_fresh_org_has_none_of_the_connectors_fields_and_install_creates_them_
     assert_eq!((status, err[0]["errorCode"].as_str()), (400, Some("INVALID_FIELD")), "{err}");
     assert!(h.crm.create_opportunity(&synced("before")).await.is_err(), "the connector cannot work without its schema");
 
-    let installer = SalesforceSchema::new(&h.crm);
-    let plan = installer.plan().await.unwrap();
-    assert!(plan.items.iter().all(|i| i.action == SfAction::Create), "{:#?}", plan.items);
-    installer.apply().await.unwrap();
+    let plan = h.crm.plan_schema().await.unwrap();
+    assert!(plan.items.iter().all(|i| i.action == Action::Create), "{plan}");
+    h.crm.apply_schema().await.unwrap();
 
     let (_, opp) = api(&h, Method::GET, "sobjects/Opportunity/describe", None).await;
     for f in [
@@ -94,31 +93,30 @@ async fn a_fresh_org_has_none_of_the_connectors_fields_and_install_creates_them_
     assert_eq!(created.fields.cosell.sync, Some(true));
     let solution = h.crm.add_solution(&created.id, "SOL-1", None).await.unwrap();
     assert_eq!(h.crm.list_solutions(&created.id).await.unwrap()[0].id, solution.id);
-    assert!(installer.check().await.unwrap().iter().all(|c| c.status == FieldStatus::Ok));
+    assert!(h.crm.plan_schema().await.unwrap().field_problems().is_empty());
 }
 
 #[tokio::test]
 async fn a_second_install_has_nothing_to_do_and_writes_nothing() {
     let h = bare().await;
-    let installer = SalesforceSchema::new(&h.crm);
-    installer.apply().await.unwrap();
+    h.crm.apply_schema().await.unwrap();
     let before = writes(&h).await;
-    let again = installer.apply().await.unwrap();
-    assert!(again.nothing_to_do(), "{:#?}", again.items);
+    let again = h.crm.apply_schema().await.unwrap();
+    assert!(again.is_noop(), "{again}");
+    assert!(again.to_string().ends_with("nothing to do"), "{again}");
     assert_eq!(writes(&h).await, before);
 }
 
 #[tokio::test]
 async fn a_dry_run_plans_every_component_and_writes_nothing() {
     let h = bare().await;
-    let plan = SalesforceSchema::new(&h.crm).plan().await.unwrap();
-    let components: Vec<&str> = plan.items.iter().map(|i| i.component.as_str()).collect();
-    assert!(components.contains(&"object Microsoft_Solution__c"), "{components:?}");
-    assert!(
-        components.contains(&"field Opportunity.Referral_Identifier__c (Text(100), external id)"),
-        "{components:?}"
-    );
-    assert!(components.iter().any(|c| c.contains("assigned to the connector's user")), "{components:?}");
+    let plan = h.crm.plan_schema().await.unwrap();
+    let has = |c: Component, name: &str| plan.items.iter().any(|i| i.component == c && i.qualified() == name);
+    assert!(has(Component::Table, "Microsoft_Solution__c"), "{plan}");
+    assert!(has(Component::Field, "Opportunity.Referral_Identifier__c"), "{plan}");
+    assert!(has(Component::FieldPermission, "Lead.Sync_with_Partner_Center__c"), "{plan}");
+    assert!(has(Component::ObjectPermission, "Microsoft_Solution__c"), "{plan}");
+    assert!(has(Component::PermissionAssignment, "CosellConnector"), "{plan}");
     assert_eq!(writes(&h).await, Vec::<String>::new());
 }
 
@@ -131,12 +129,11 @@ async fn a_field_pre_created_with_the_wrong_type_fails_install_naming_it_and_the
     let (status, body) = api(&h, Method::POST, "tooling/sobjects/CustomField", Some(field)).await;
     assert_eq!(status, 201, "{body}");
     let before = writes(&h).await;
-    let installer = SalesforceSchema::new(&h.crm);
-    let err = installer.apply().await.unwrap_err();
+    let err = h.crm.apply_schema().await.unwrap_err();
     let line = err.to_string();
-    assert!(matches!(err, SfSchemaError::Conflicts(_)), "{line}");
-    assert!(line.contains("Opportunity.Referral_Identifier__c") && line.contains("Number"), "{line}");
-    assert!(line.contains("change its type to Text(100), external id"), "{line}");
+    assert!(matches!(err, SchemaError::Conflicts(_)), "{line}");
+    assert!(line.contains("Opportunity.Referral_Identifier__c") && line.contains("found Number"), "{line}");
+    assert!(line.contains("to be Text (100)") && line.contains("then run `cosell crm install`"), "{line}");
     assert_eq!(writes(&h).await, before, "nothing may be written when the plan has a conflict");
     // Never altered: still the admin's number field.
     let q = "SELECT Id FROM CustomField WHERE DeveloperName = 'Referral_Identifier' AND TableEnumOrId = 'Opportunity'";
@@ -151,13 +148,13 @@ async fn without_customize_application_install_names_the_permission_and_writes_n
     let h = bare().await;
     let url = format!("{}/_sim/user-permissions", h.sim.base_url());
     sim(&url, Method::POST, Some(json!({"PermissionsCustomizeApplication": false}))).await;
-    let err = SalesforceSchema::new(&h.crm).apply().await.unwrap_err();
+    let err = h.crm.apply_schema().await.unwrap_err();
     assert!(
-        matches!(&err, SfSchemaError::MissingPermission { permission } if permission == "Customize Application"),
+        matches!(&err, SchemaError::MissingPrivilege { privilege, .. } if privilege == "Customize Application"),
         "{err}"
     );
     let line = err.to_string();
-    assert!(!line.contains('\n') && line.contains("\"Customize Application\""), "{line}");
+    assert!(!line.contains('\n') && line.contains("`Customize Application`"), "{line}");
     assert_eq!(writes(&h).await, Vec::<String>::new());
     // The org refuses the metadata call itself, too.
     let field =
@@ -169,10 +166,9 @@ async fn without_customize_application_install_names_the_permission_and_writes_n
 #[tokio::test]
 async fn without_the_permission_set_assigned_the_fields_are_invisible_and_doctor_says_so() {
     let h = bare().await;
-    let installer = SalesforceSchema::new(&h.crm);
-    installer.apply().await.unwrap();
+    h.crm.apply_schema().await.unwrap();
     let (_, ps) =
-        api(&h, Method::GET, "query?q=SELECT+Id+FROM+PermissionSet+WHERE+Name+=+'Cosell_Connector'", None).await;
+        api(&h, Method::GET, "query?q=SELECT+Id+FROM+PermissionSet+WHERE+Name+=+'CosellConnector'", None).await;
     let ps = ps["records"][0]["Id"].as_str().unwrap().to_owned();
     let (_, a) = api(
         &h,
@@ -190,25 +186,36 @@ async fn without_the_permission_set_assigned_the_fields_are_invisible_and_doctor
     assert_eq!((status, err[0]["errorCode"].as_str()), (400, Some("INVALID_FIELD")));
     let (status, _) = api(&h, Method::GET, "query?q=SELECT+Id+FROM+Microsoft_Solution__c", None).await;
     assert_eq!(status, 400, "the object is out of reach without its object permissions");
-    let checks = installer.check().await.unwrap();
-    let problem = checks.iter().find(|c| c.field == "Opportunity.Referral_Identifier__c").unwrap().problem().unwrap();
-    assert!(problem.contains("cannot see it") && problem.contains("cosell crm install"), "{problem}");
-    // Install puts the assignment back, and only that.
-    let plan = installer.plan().await.unwrap();
-    let todo: Vec<&str> =
-        plan.items.iter().filter(|i| i.action == SfAction::Create).map(|i| i.component.as_str()).collect();
-    assert_eq!(todo.len(), 1, "{todo:?}");
-    installer.apply().await.unwrap();
-    assert!(installer.check().await.unwrap().iter().all(|c| c.status == FieldStatus::Ok));
+    // Doctor's view: every field lacks the connector's access, and install is the fix.
+    let plan = h.crm.plan_schema().await.unwrap();
+    let problems = plan.field_problems();
+    let lacks_access = |(i, fix): &&(&cosell_crm::schema::PlanItem, String)| {
+        i.component == Component::FieldPermission
+            && i.qualified() == "Opportunity.Referral_Identifier__c"
+            && fix.contains("cosell crm install")
+    };
+    assert!(problems.iter().any(|p| lacks_access(&p)), "{plan}");
+    assert!(!problems.iter().any(|(i, _)| i.component == Component::Field), "the fields themselves are fine: {plan}");
+    // Install puts the assignment back, and writes only that.
+    let before = writes(&h).await.len();
+    h.crm.apply_schema().await.unwrap();
+    assert_eq!(writes(&h).await[before..], ["POST sobjects/PermissionSetAssignment".to_owned()]);
+    assert!(h.crm.plan_schema().await.unwrap().is_noop());
 }
 
 #[tokio::test]
 async fn doctor_names_each_missing_field_with_install_as_the_fix() {
     let h = bare().await;
-    let checks = SalesforceSchema::new(&h.crm).check().await.unwrap();
-    assert_eq!(checks.len(), 18);
-    assert!(checks.iter().all(|c| c.status == FieldStatus::Missing));
-    assert!(checks[0].problem().unwrap().contains("is missing: run `cosell crm install`"));
+    let plan = h.crm.plan_schema().await.unwrap();
+    let missing: Vec<String> = plan
+        .field_problems()
+        .iter()
+        .filter(|(i, _)| i.component == Component::Field)
+        .map(|(i, _)| i.qualified())
+        .collect();
+    assert_eq!(missing.len(), 18, "{missing:?}");
+    assert!(missing.contains(&"Lead.How_can_Microsoft_help__c".to_owned()));
+    assert!(plan.field_problems().iter().all(|(_, fix)| fix == "run `cosell crm install`"));
 }
 
 #[tokio::test]
@@ -217,12 +224,13 @@ async fn uninstall_removes_only_what_install_created() {
     // The partner's own field of the same name as one the connector would create.
     let field = json!({"FullName": "Lead.Audit__c", "Metadata": {"label": "Audit", "type": "LongTextArea", "length": 32768, "visibleLines": 3}});
     assert_eq!(api(&h, Method::POST, "tooling/sobjects/CustomField", Some(field)).await.0, 201);
-    let installer = SalesforceSchema::new(&h.crm);
-    installer.apply().await.unwrap();
-    let removed = installer.uninstall().await.unwrap();
-    assert!(removed.iter().any(|r| r == "permission set Cosell_Connector"), "{removed:?}");
-    assert!(removed.iter().any(|r| r == "field Opportunity.Referral_Identifier__c"), "{removed:?}");
-    assert!(!removed.iter().any(|r| r == "field Lead.Audit__c"), "{removed:?}");
+    h.crm.apply_schema().await.unwrap();
+    let plan = h.crm.uninstall_schema().await.unwrap();
+    let removed: Vec<String> = plan.changes().map(|i| format!("{} {}", i.component.word(), i.qualified())).collect();
+    assert!(removed.contains(&"permission set CosellConnector".to_owned()), "{removed:?}");
+    assert!(removed.contains(&"field Opportunity.Referral_Identifier__c".to_owned()), "{removed:?}");
+    assert!(!removed.contains(&"field Lead.Audit__c".to_owned()), "{removed:?}");
+    assert!(h.crm.plan_uninstall().await.unwrap().is_noop(), "a second uninstall has nothing to remove");
     let q = "SELECT Id, DeveloperName, TableEnumOrId FROM CustomField";
     let (_, left) = api(&h, Method::GET, &format!("tooling/query?q={}", urlencoding::encode(q)), None).await;
     let left: Vec<String> = left["records"]

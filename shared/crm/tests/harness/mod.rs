@@ -156,7 +156,7 @@ pub struct SalesforceHarness {
 /// adapter of its own (the caller's budget is not charged for it).
 pub async fn install_salesforce_schema(config: &cosell_crm::SalesforceConfig) {
     let installer = cosell_crm::SalesforceCrm::new(config.clone(), CountingBudget::default()).unwrap();
-    cosell_crm::schema::salesforce::SalesforceSchema::new(&installer).apply().await.unwrap();
+    installer.apply_schema().await.unwrap();
 }
 
 impl SalesforceHarness {
