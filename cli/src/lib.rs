@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_schema;
 pub mod ops;
 pub mod page;
+pub mod paths;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
@@ -122,6 +124,16 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The connector's own schema in the CRM: install (once, before the first sync), uninstall, export.
+    Crm {
+        #[command(subcommand)]
+        action: crm_schema::CrmAction,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
@@ -136,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox { crm, status_port, webhook_port, dir } => {
             let stop = serve::shutdown_signal();
-            let dir = dir.unwrap_or_else(sandbox::default_dir);
+            let dir = dir.unwrap_or_else(paths::sandbox_dir);
             let sb = sandbox::start(sandbox::Options {
                 crm,
                 webhook_port,
@@ -162,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
+        Command::Crm { action, config, json } => crm_schema::crm(action, config.config.as_deref(), json).await,
         Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
     }
 }

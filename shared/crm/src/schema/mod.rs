@@ -296,7 +296,8 @@ impl ConnectorSchema {
             description: description.to_owned(),
             kind,
             unique: false,
-            required: role != FieldRole::SolutionOpportunity,
+            // The adapter may add a row without a name; the solution id is what it always writes.
+            required: role == FieldRole::SolutionId,
             primary_name,
         };
         // On Salesforce the `Name` field comes with every custom object; on Dataverse the primary

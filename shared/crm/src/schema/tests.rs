@@ -60,7 +60,8 @@ fn choice_options_carry_the_values_the_connector_writes_with_partner_center_labe
 fn the_solution_row_table_has_its_name_id_and_lookup_to_opportunity() {
     let s = dynamics();
     let name = field(&s, "cosell_pcsolution", FieldRole::SolutionName);
-    assert!(name.primary_name && name.required);
+    assert!(name.primary_name && !name.required);
+    assert!(field(&s, "cosell_pcsolution", FieldRole::SolutionId).required);
     assert_eq!(
         field(&s, "cosell_pcsolution", FieldRole::SolutionOpportunity).kind,
         FieldKind::Lookup { target: "opportunity".into(), relationship: "cosell_opportunity_cosell_pcsolution".into() }
