@@ -82,6 +82,8 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let cfg =
                 DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
             let fields = cfg.fields.clone();
+            // The simulator starts bare: the product's installer creates the schema (not counted).
+            DynamicsCrm::new(cfg.clone(), Counter::default())?.apply_schema().await?;
             (sim, AnyCrm::Dynamics(DynamicsCrm::new(cfg, counter.clone())?), fields, Api::Dataverse)
         }
         CrmKind::Salesforce => {
@@ -95,6 +97,8 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let mut cfg = SalesforceConfig::new(&sim.base_url(), auth);
             cfg.fields.multi_currency = true;
             let fields = cfg.fields.clone();
+            // The org starts bare: the product's installer creates the schema (not counted).
+            SalesforceCrm::new(cfg.clone(), Counter::default())?.apply_schema().await?;
             (sim, AnyCrm::Salesforce(SalesforceCrm::new(cfg, counter.clone())?), fields, Api::Salesforce)
         }
     };
