@@ -82,8 +82,9 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let cfg =
                 DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
             let fields = cfg.fields.clone();
-            // The simulator starts bare: the product's installer creates the schema (not counted).
-            DynamicsCrm::new(cfg.clone(), Counter::default())?.apply_schema().await?;
+            // The environment starts bare: the product's installer first, on a budget not measured.
+            let installer = DynamicsCrm::new(cfg.clone(), cosell_core::fakes::CountingBudget::default())?;
+            installer.apply_schema().await.map_err(|e| anyhow::anyhow!("installing the schema: {e}"))?;
             (sim, AnyCrm::Dynamics(DynamicsCrm::new(cfg, counter.clone())?), fields, Api::Dataverse)
         }
         CrmKind::Salesforce => {
@@ -97,8 +98,9 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let mut cfg = SalesforceConfig::new(&sim.base_url(), auth);
             cfg.fields.multi_currency = true;
             let fields = cfg.fields.clone();
-            // The org starts bare: the product's installer creates the schema (not counted).
-            SalesforceCrm::new(cfg.clone(), Counter::default())?.apply_schema().await?;
+            // The org starts bare as well: the product's installer first, on a budget not measured.
+            let installer = SalesforceCrm::new(cfg.clone(), cosell_core::fakes::CountingBudget::default())?;
+            installer.apply_schema().await.map_err(|e| anyhow::anyhow!("installing the schema: {e}"))?;
             (sim, AnyCrm::Salesforce(SalesforceCrm::new(cfg, counter.clone())?), fields, Api::Salesforce)
         }
     };
