@@ -98,6 +98,9 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let mut cfg = SalesforceConfig::new(&sim.base_url(), auth);
             cfg.fields.multi_currency = true;
             let fields = cfg.fields.clone();
+            // The org starts bare as well: the product's installer first, on a budget not measured.
+            let installer = SalesforceCrm::new(cfg.clone(), cosell_core::fakes::CountingBudget::default())?;
+            installer.apply_schema().await.map_err(|e| anyhow::anyhow!("installing the schema: {e}"))?;
             (sim, AnyCrm::Salesforce(SalesforceCrm::new(cfg, counter.clone())?), fields, Api::Salesforce)
         }
     };

@@ -74,6 +74,9 @@ async fn stack(kind: CrmKind) -> Stack {
             let mut cfg = SalesforceConfig::new(&sim.base_url(), auth);
             cfg.fields.multi_currency = true;
             let fields = cfg.fields.clone();
+            // The org starts bare: the product's installer creates the connector's schema.
+            let installer = SalesforceCrm::new(cfg.clone(), CountingBudget::default()).unwrap();
+            installer.apply_schema().await.expect("installing the connector's schema");
             (sim, AnyCrm::Salesforce(SalesforceCrm::new(cfg, CountingBudget::default()).unwrap()), fields)
         }
     };

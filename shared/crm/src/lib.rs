@@ -4,12 +4,12 @@
 mod any;
 pub mod dynamics;
 mod http;
+pub mod schema;
 
 pub use any::AnyCrm;
 
 pub use dynamics::{DynamicsConfig, DynamicsCrm};
 pub mod salesforce;
-pub mod schema;
 
 pub use salesforce::{SalesforceAuth, SalesforceConfig, SalesforceCrm};
 

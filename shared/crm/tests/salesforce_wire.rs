@@ -74,7 +74,8 @@ async fn writes_carry_the_call_options_client_id() {
 
 #[tokio::test]
 async fn the_org_request_limit_is_a_limit_exceeded_error() {
-    let h = SalesforceHarness::with_config(|c| c.daily_api_limit = 1, |_| {}).await;
+    // Bare: installing the schema would spend the one call.
+    let h = SalesforceHarness::bare(|c| c.daily_api_limit = 1, |_| {}).await;
     h.crm.get_opportunity(SalesforceHarness::MISSING_ID).await.unwrap_err();
     match h.crm.get_opportunity(SalesforceHarness::MISSING_ID).await {
         Err(CrmError::LimitExceeded { message, .. }) => assert!(message.contains("TotalRequests"), "{message}"),
@@ -146,10 +147,14 @@ async fn long_names_are_cut_to_the_120_characters_salesforce_allows() {
 
 #[tokio::test]
 async fn a_misnamed_field_is_reported_by_name() {
-    let h = SalesforceHarness::with_config(|_| {}, |c| c.fields.cosell.audit = "Audti__c".into()).await;
+    // The org holds the schema as installed; the connector's configuration misspells one field.
+    let h = SalesforceHarness::start().await;
+    let mut config = h.config.clone();
+    config.fields.cosell.audit = "Audti__c".into();
+    let crm = SalesforceCrm::new(config, h.budget.clone()).unwrap();
     let mut f = synced("A");
     f.cosell.audit = Some("x".into());
-    match h.crm.create_opportunity(&f).await {
+    match crm.create_opportunity(&f).await {
         Err(CrmError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("Audti__c")),
         other => panic!("expected Invalid, got {other:?}"),
     }

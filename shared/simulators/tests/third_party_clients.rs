@@ -73,6 +73,17 @@ async fn simple_salesforce_authenticates_queries_creates_and_updates_on_the_sale
     let mut config = salesforce::Config::new(Arc::new(SystemClock));
     config.jwt_public_key_pem = Some(std::fs::read_to_string(key_dir.join("jwt-test-public.pem")).unwrap());
     let sim = salesforce::Simulator::start(config).await.unwrap();
+    // The org starts bare: the connector's installer creates the fields the client writes.
+    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+        client_id: "cosell-connector".into(),
+        client_secret: secrecy::SecretString::from("sim-secret"),
+    };
+    let crm = cosell_crm::SalesforceCrm::new(
+        cosell_crm::SalesforceConfig::new(&sim.base_url(), auth),
+        cosell_core::fakes::CountingBudget::default(),
+    )
+    .unwrap();
+    crm.apply_schema().await.expect("installing the connector's schema");
     let key = key_dir.join("jwt-test-key.pem").display().to_string();
     let out = run_client("salesforce_client.py", &[sim.base_url(), key]).await;
     let opp = out["opportunity"].as_str().unwrap();

@@ -148,6 +148,15 @@ impl Rig {
             );
             let installer = cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
             installer.apply_schema().await.expect("installing the connector's schema");
+        } else {
+            // The org starts bare as well: the same installer, through the Salesforce adapter.
+            let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+                client_id: "cosell-connector".into(),
+                client_secret: secrecy::SecretString::from("sim-secret"),
+            };
+            let cfg = cosell_crm::SalesforceConfig::new(&crm_sim.base_url(), auth);
+            let installer = cosell_crm::SalesforceCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
+            installer.apply_schema().await.expect("installing the connector's schema");
         }
 
         // Fresh AWS resources, as the stack would create them.

@@ -44,7 +44,7 @@ pub(super) fn error_of(
     }
 }
 
-pub(super) fn resp_error(resp: &Resp, what: (&str, &str)) -> CrmError {
+pub(crate) fn resp_error(resp: &Resp, what: (&str, &str)) -> CrmError {
     error_of(resp.status, &resp.json().unwrap_or(Value::Null), resp.retry_after(), what)
 }
 

@@ -35,7 +35,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::http::{Resp, client, transport, with_reauth};
-use errors::resp_error;
+pub(crate) use errors::resp_error;
+pub(crate) use query::soql;
 
 /// How the connector authenticates to Salesforce.
 #[derive(Debug, Clone)]
@@ -135,12 +136,12 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         &self.config.fields
     }
 
-    fn data(&self, path: &str) -> String {
+    pub(crate) fn data(&self, path: &str) -> String {
         format!("/services/data/v{}/{path}", self.config.api_version)
     }
 
     /// One REST call (charged), re-authenticating once on 401. `path` starts with `/services/`.
-    async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
+    pub(crate) async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Resp, CrmError> {
         let method = &method;
         with_reauth(method, |forced| async move {
             self.budget.charge(Api::Salesforce, 1).await?;
@@ -162,7 +163,7 @@ impl<B: ApiBudget> SalesforceCrm<B> {
         .await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

@@ -17,7 +17,7 @@ use super::errors::{error_of, resp_error};
 use super::{Obj, SalesforceCrm, parse_sf_time, str_of, unexpected};
 
 /// A SOQL string literal.
-fn soql(s: &str) -> String {
+pub(crate) fn soql(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -16,6 +16,7 @@
 mod dataverse_export;
 pub mod dynamics;
 pub mod salesforce;
+mod sfdx_export;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -426,6 +427,8 @@ pub enum Component {
     Key,
     PermissionSet,
     FieldPermission,
+    /// Salesforce: the permission set's object permissions on the connector's custom object.
+    ObjectPermission,
     PermissionAssignment,
     /// Dataverse `PublishXml` of the changed tables.
     Publish,
@@ -443,6 +446,7 @@ impl Component {
             Component::Key => "key",
             Component::PermissionSet => "permission set",
             Component::FieldPermission => "field access",
+            Component::ObjectPermission => "object access",
             Component::PermissionAssignment => "assignment",
             Component::Publish => "publish",
         }
@@ -514,7 +518,14 @@ impl SchemaPlan {
         self.items
             .iter()
             .filter(|i| {
-                matches!(i.component, Component::Field | Component::Table | Component::Key | Component::FieldPermission)
+                matches!(
+                    i.component,
+                    Component::Field
+                        | Component::Table
+                        | Component::Key
+                        | Component::FieldPermission
+                        | Component::ObjectPermission
+                )
             })
             .filter_map(|i| match &i.action {
                 Action::Create => Some((i, "run `cosell crm install`".to_owned())),

@@ -169,10 +169,30 @@ pub struct SalesforceHarness {
     pub crm: cosell_crm::SalesforceCrm<CountingBudget>,
     pub budget: CountingBudget,
     pub clock: ManualClock,
+    /// The adapter's configuration.
+    pub config: cosell_crm::SalesforceConfig,
+}
+
+/// Installs the connector's schema into a Salesforce org the way `cosell crm install` does, through an
+/// adapter of its own (the caller's budget is not charged for it).
+pub async fn install_salesforce_schema(config: &cosell_crm::SalesforceConfig) {
+    let installer = cosell_crm::SalesforceCrm::new(config.clone(), CountingBudget::default()).unwrap();
+    installer.apply_schema().await.unwrap();
 }
 
 impl SalesforceHarness {
+    /// A simulator holding the connector's schema, installed by the product's installer.
     pub async fn with_config(
+        edit_sim: impl FnOnce(&mut cosell_simulators::salesforce::Config),
+        edit_adapter: impl FnOnce(&mut cosell_crm::SalesforceConfig),
+    ) -> Self {
+        let h = Self::bare(edit_sim, edit_adapter).await;
+        install_salesforce_schema(&h.config).await;
+        h
+    }
+
+    /// A simulator as a fresh org: the standard schema only.
+    pub async fn bare(
         edit_sim: impl FnOnce(&mut cosell_simulators::salesforce::Config),
         edit_adapter: impl FnOnce(&mut cosell_crm::SalesforceConfig),
     ) -> Self {
@@ -190,8 +210,8 @@ impl SalesforceHarness {
         cfg.fields.multi_currency = true;
         cfg.timeout = Duration::from_millis(800);
         edit_adapter(&mut cfg);
-        let crm = cosell_crm::SalesforceCrm::new(cfg, budget.clone()).unwrap();
-        Self { sim, crm, budget, clock }
+        let crm = cosell_crm::SalesforceCrm::new(cfg.clone(), budget.clone()).unwrap();
+        Self { sim, crm, budget, clock, config: cfg }
     }
 }
 

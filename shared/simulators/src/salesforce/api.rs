@@ -47,6 +47,10 @@ impl Org {
             });
         }
         let result = match (method.clone(), segs.as_slice()) {
+            (_, ["tooling", rest @ ..]) if Self::is_event_relay_tooling(rest, query) => {
+                self.event_relay_tooling(method, rest, query, body, version)
+            }
+            (_, ["tooling", rest @ ..]) => self.tooling(method, rest, query, body, version),
             (Method::GET, [kind @ ("query" | "queryAll")]) => {
                 self.query(query.get("q").map(String::as_str).unwrap_or(""), headers, version, *kind == "queryAll")
             }
@@ -62,9 +66,6 @@ impl Org {
                 ))
             }
             (Method::POST, ["composite"]) => self.composite(body, headers, version),
-            (_, ["tooling", rest @ ..]) if Self::is_event_relay_tooling(rest, query) => {
-                self.event_relay_tooling(method, rest, query, body, version)
-            }
             (Method::POST, ["sobjects", object]) => {
                 let body = body.and_then(Value::as_object).cloned().unwrap_or_default();
                 self.create(object, &body, INTEGRATION_USER_ID, false).map(|id| {
@@ -77,10 +78,11 @@ impl Org {
             (Method::GET, ["sobjects", object, "describe"]) => self.describe(object),
             (Method::GET, ["sobjects", object, id]) => self.get(object, id, query, version),
             (Method::PATCH, ["sobjects", object, id]) => self.patch(object, id, headers, body),
-            (Method::DELETE, ["sobjects", object, id]) => self.delete(object, id),
-            (Method::GET, ["sobjects", object, field, value]) => {
-                self.by_external_id(object, field, value).and_then(|id| self.get(object, &id, query, version))
-            }
+            (Method::DELETE, ["sobjects", object, id]) => self.api_delete(object, id),
+            (Method::GET, ["sobjects", object, field, value]) => self
+                .api_def(object)
+                .and_then(|_| self.by_external_id(object, field, value))
+                .and_then(|id| self.get(object, &id, query, version)),
             (Method::PATCH, ["sobjects", object, field, value]) => self.upsert(object, field, value, query, body),
             _ => Err(SfError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")),
         };

@@ -13,6 +13,7 @@ impl Org {
         let sobjects: Vec<Value> = self
             .tables
             .values()
+            .filter(|t| self.api_can_see(&t.def.name))
             .map(|t| {
                 json!({"name": t.def.name, "label": t.def.name.trim_end_matches("__c").replace('_', " "),
                     "keyPrefix": t.def.prefix, "custom": t.def.name.ends_with("__c"), "createable": t.def.writable,
@@ -24,7 +25,7 @@ impl Org {
 
     /// `sobjects/{T}/describe`: the fields a client (or the connector's `doctor`) can check for.
     pub(super) fn describe(&self, object: &str) -> Result<Out, SfError> {
-        let def = &self.object(object)?.def;
+        let def = &self.api_def(object)?;
         let fields: Vec<Value> = def
             .fields
             .iter()

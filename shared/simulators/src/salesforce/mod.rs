@@ -12,7 +12,10 @@
 //!   Every response carries `Sforce-Limit-Info`; errors are JSON arrays `[{"message","errorCode","fields"}]`.
 //! - `/_sim/…` — control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`, `GET /_sim/journal`,
 //!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user),
-//!   `GET /_sim/writes/{T}` (each record's writes: time at full precision and user, for benchmarks).
+//!   `GET /_sim/writes/{T}` (each record's writes: time at full precision and user, for benchmarks),
+//!   `GET|POST /_sim/user-permissions` (the integration user's profile: take "Customize Application" away).
+//! - `/services/data/vXX.X/tooling/…` — the Tooling API (`tooling.rs`); permission sets and the FLS gate
+//!   (`permissions.rs`): the org starts with the standard schema only.
 //! - Change Data Capture relayed by Event Relay (`change_events.rs`): the Tooling objects
 //!   `NamedCredential`, `PlatformEventChannelMember`, `EventRelayConfig`; events in the EventBridge
 //!   envelope POSTed to a sink after each commit; `GET /_sim/change-events`, `PUT /_sim/change-events/sink`.
@@ -23,18 +26,21 @@ mod change_events;
 mod composite;
 mod control;
 mod describe;
+mod permissions;
 mod query;
 mod records;
 mod response;
 mod schema;
 mod seed;
 mod soql;
+mod tooling;
+
+pub use permissions::{PROFILE_PERMISSION_SET_ID, USER_PERMISSIONS};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::{any, get, post};
 use chrono::{DateTime, Duration, Utc};
 use cosell_core::Clock;
@@ -138,6 +144,8 @@ struct Org {
     writes: BTreeMap<String, WriteLog>,
     /// Change Data Capture, Event Relay and their deliveries (`change_events.rs`).
     cdc: change_events::ChangeCapture,
+    /// Custom fields and objects created through the Tooling API.
+    meta: tooling::MetadataStore,
 }
 
 /// The Salesforce simulator.
@@ -165,6 +173,7 @@ fn router(state: Shared<Org>) -> Router {
         .route("/_sim/stats", get(control::sim_stats))
         .route("/_sim/faults", post(control::sim_add_fault).delete(control::sim_clear_faults))
         .route("/_sim/journal", get(control::sim_journal))
+        .route("/_sim/user-permissions", get(permissions::sim_user_permissions).post(permissions::sim_user_permissions))
         .route("/_sim/records/{object}", get(control::sim_list).post(control::sim_create))
         .route("/_sim/writes/{object}", get(control::sim_writes))
         .route("/_sim/change-events", get(change_events::sim_deliveries))
@@ -184,7 +193,7 @@ impl Org {
     fn new(base_url: String, config: Config) -> Self {
         let config_sink = config.change_event_sink.clone();
         let mut tables = BTreeMap::new();
-        for def in schema::objects(config.multi_currency) {
+        for def in schema::objects(config.multi_currency).into_iter().chain(permissions::objects()) {
             tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new(), recycle: BTreeMap::new() });
         }
         let mut org = Self {
@@ -200,6 +209,7 @@ impl Org {
             journal: Vec::new(),
             writes: BTreeMap::new(),
             cdc: change_events::ChangeCapture::new(config_sink),
+            meta: tooling::MetadataStore::default(),
         };
         for (i, (label, closed, won, prob, forecast)) in schema::STAGES.iter().enumerate() {
             let rec = json!({"MasterLabel": label, "ApiName": label, "IsActive": true, "IsClosed": closed, "IsWon": won,
@@ -209,6 +219,7 @@ impl Org {
         let user = json!({"Username": org.config.username, "Name": "Co-sell Integration"});
         org.seed_with_id("User", INTEGRATION_USER_ID, user);
         org.seed_with_id("User", SIM_USER_ID, json!({"Username": "seller@cosell.example", "Name": "Sam Seller"}));
+        org.seed_profile();
         if org.config.seed_demo
             && let Err(e) = org.seed_demo()
         {
@@ -238,13 +249,10 @@ impl Org {
     }
 
     fn object(&self, name: &str) -> Result<&Table, SfError> {
-        self.tables.values().find(|t| t.def.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            SfError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                &format!("The requested resource does not exist: sObject type '{name}' is not supported."),
-            )
-        })
+        self.tables
+            .values()
+            .find(|t| t.def.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| SfError::not_found_type(name))
     }
 
     /// Finds a record by 18- or 15-character id.

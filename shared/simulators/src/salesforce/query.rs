@@ -14,14 +14,14 @@ use super::{Locator, Org, Record, sf_time, soql};
 impl Org {
     pub(super) fn query(&mut self, q: &str, headers: &HeaderMap, version: &str, all: bool) -> Result<Out, SfError> {
         let parsed = soql::parse(q).map_err(|e| SfError::new(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &e))?;
-        let t = self.object(&parsed.object).map_err(|_| {
+        let def = self.api_def(&parsed.object).map_err(|_| {
             SfError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_TYPE",
                 &format!("sObject type '{}' is not supported.", parsed.object),
             )
         })?;
-        let def = t.def.clone();
+        let t = self.object(&def.name)?;
         let fields = Self::check_fields(&def, &parsed.fields)?;
         let mut cond_fields = Vec::new();
         if let Some(c) = &parsed.filter {

@@ -153,7 +153,7 @@ impl Org {
         user: &str,
         as_user: bool,
     ) -> Result<String, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = if as_user { self.object(object)?.def.clone() } else { self.api_def(object)? };
         if !def.writable {
             return Err(SfError::new(
                 StatusCode::BAD_REQUEST,
@@ -162,10 +162,10 @@ impl Org {
             ));
         }
         let mut rec = Record::new();
-        if def.name == "Microsoft_Solution__c" && !body.keys().any(|k| k.eq_ignore_ascii_case("Name")) {
-            rec.insert("Name".into(), json!(format!("SOL-{:05}", self.seq + 1)));
-        }
         self.apply(&def, &mut rec, body, as_user)?;
+        if !as_user {
+            self.check_setup_create(&def.name, &rec)?;
+        }
         for f in def.fields.iter().filter(|f| f.external_id) {
             if let Some(v) = rec.get(&f.name).filter(|v| !v.is_null()) {
                 let dup = self.object(&def.name)?.rows.values().any(|(_, r)| r.get(&f.name) == Some(v));
@@ -182,6 +182,11 @@ impl Org {
         let id = self.new_id(&def.name);
         let now = sf_time(self.now());
         rec.insert("Id".into(), json!(id));
+        if rec.get("Name").is_none_or(Value::is_null)
+            && let Some(name) = self.default_name(&def.name, &id)
+        {
+            rec.insert("Name".into(), json!(name));
+        }
         rec.insert("IsDeleted".into(), json!(false));
         rec.insert("CreatedDate".into(), json!(now));
         rec.insert("CreatedById".into(), json!(user));
@@ -207,7 +212,7 @@ impl Org {
         user: &str,
         as_user: bool,
     ) -> Result<(), SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = if as_user { self.object(object)?.def.clone() } else { self.api_def(object)? };
         let (_, mut rec) = self.object(object)?.rows.get(id).cloned().ok_or_else(SfError::not_found)?;
         let before = rec.clone();
         self.apply(&def, &mut rec, body, as_user)?;
@@ -273,12 +278,14 @@ impl Org {
         query: &BTreeMap<String, String>,
         version: &str,
     ) -> Result<Out, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = self.api_def(object)?;
         let id = self.find_id(object, id).ok_or_else(SfError::not_found)?;
         let fields = match query.get("fields") {
-            Some(f) => Some(Self::check_fields(&def, &f.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())?),
-            None => None,
+            Some(f) => Self::check_fields(&def, &f.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())?,
+            // Only the fields the user may see.
+            None => def.fields.iter().map(|f| f.name.clone()).collect(),
         };
+        let fields = Some(fields);
         let v = self.render(object, &id, fields.as_deref(), version).ok_or_else(SfError::not_found)?;
         Ok(Out::json(StatusCode::OK, v))
     }
@@ -369,7 +376,7 @@ impl Org {
         query: &BTreeMap<String, String>,
         body: Option<&Value>,
     ) -> Result<Out, SfError> {
-        let def = self.object(object)?.def.clone();
+        let def = self.api_def(object)?;
         let f = def.field(field).filter(|f| f.external_id).cloned().ok_or_else(|| {
             SfError::new(
                 StatusCode::NOT_FOUND,

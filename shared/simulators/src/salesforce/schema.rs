@@ -1,5 +1,6 @@
-//! The sObjects of the simulated org: standard objects the connector uses, the connector's custom
-//! fields and its `Microsoft_Solution__c` object.
+//! The standard sObjects of the simulated org that the connector uses, as Salesforce ships them: the
+//! connector's own fields and its solutions object exist only once its installer created them through
+//! the Tooling API (`tooling.rs`).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -63,9 +64,6 @@ fn req(name: &str, ty: Ty) -> Field {
 fn ro(name: &str, ty: Ty) -> Field {
     Field { writable: false, ..f(name, ty) }
 }
-fn ext(name: &str) -> Field {
-    Field { external_id: true, ..f(name, Ty::Text) }
-}
 
 fn system() -> Vec<Field> {
     vec![
@@ -77,19 +75,6 @@ fn system() -> Vec<Field> {
         ro("LastModifiedById", Ty::Reference("User")),
         ro("SystemModstamp", Ty::DateTime),
         f("OwnerId", Ty::Reference("User")),
-    ]
-}
-
-fn cosell() -> Vec<Field> {
-    vec![
-        f("Sync_with_Partner_Center__c", Ty::Bool),
-        ext("Referral_Identifier__c"),
-        f("Referral_Link__c", Ty::Text),
-        f("How_can_Microsoft_help__c", Ty::MultiPicklist),
-        f("Visibility__c", Ty::Picklist),
-        f("Microsoft_CRM_Identifier__c", Ty::Text),
-        f("Audit__c", Ty::Text),
-        f("Sync_Status__c", Ty::Text),
     ]
 }
 
@@ -116,7 +101,6 @@ pub(crate) fn objects(multi_currency: bool) -> Vec<Object> {
         ro("IsClosed", Ty::Bool),
         ro("IsWon", Ty::Bool),
     ]);
-    opp.extend(cosell());
     currency(&mut opp);
     let mut lead = system();
     lead.extend([
@@ -132,7 +116,6 @@ pub(crate) fn objects(multi_currency: bool) -> Vec<Object> {
         f("AnnualRevenue", Ty::Currency),
         ro("IsConverted", Ty::Bool),
     ]);
-    lead.extend(cosell());
     currency(&mut lead);
     let mut account = system();
     account.extend([
@@ -158,12 +141,6 @@ pub(crate) fn objects(multi_currency: bool) -> Vec<Object> {
         f("AccountId", Ty::Reference("Account")),
         f("MailingCountry", Ty::Text),
     ]);
-    let mut solution = system();
-    solution.extend([
-        f("Name", Ty::Text),
-        f("Solution_Identifier__c", Ty::Text),
-        req("Opportunity__c", Ty::Reference("Opportunity")),
-    ]);
     let mut stage = vec![ro("Id", Ty::Id)];
     stage.extend([
         ro("MasterLabel", Ty::Text),
@@ -188,7 +165,6 @@ pub(crate) fn objects(multi_currency: bool) -> Vec<Object> {
         obj("Lead", "00Q", lead, true),
         obj("Account", "001", account, true),
         obj("Contact", "003", contact, true),
-        obj("Microsoft_Solution__c", "a0M", solution, true),
         obj("OpportunityStage", "01J", stage, false),
         obj("User", "005", user, false),
     ]
