@@ -185,6 +185,35 @@ pub async fn retry_unshared_failures<S: LinkStore, Q: MessageQueue>(
     }
 }
 
+/// Microsoft's side of an engagement has no link of its own: it is part of the pair of the
+/// partner's referral in the same engagement, whose link keeps the eTag of Microsoft's side as last
+/// synced. It differs when that pair has no link yet or Microsoft's side changed since (Microsoft
+/// accepting, its CRM id); the sync of it then goes through the partner's referral. The partner's
+/// referral is usually on the same page (both change together); otherwise one engagement query.
+async fn microsoft_side_differs<P: PartnerCenter, S: LinkStore>(
+    pc: &P,
+    state: &S,
+    microsoft: &Referral,
+    page: &[Referral],
+) -> Result<bool, PollError> {
+    let Some(engagement) = &microsoft.engagement_id else { return Ok(false) };
+    let partners = |rs: &[Referral]| {
+        rs.iter()
+            .find(|o| !o.is_microsoft_side() && o.engagement_id.as_ref() == Some(engagement))
+            .and_then(|o| o.id.clone())
+    };
+    let partner = match partners(page) {
+        Some(id) => Some(id),
+        None => partners(&pc.list_referrals(&ReferralQuery::engagement(engagement), None).await?.items),
+    };
+    let Some(partner) = partner else { return Ok(false) };
+    let etag = microsoft.etag.as_ref().map(|e| e.as_str().to_owned());
+    Ok(state
+        .link_by_referral(&partner)
+        .await?
+        .is_none_or(|l| cosell_core::sync::plan::link_extra::microsoft(&l).is_none_or(|(_, e)| e != etag)))
+}
+
 fn updated(r: &Referral) -> Option<DateTime<Utc>> {
     r.updated_date_time.as_ref().map(|t| t.0)
 }
@@ -223,10 +252,8 @@ where
             }
             outcome.referrals_seen += 1;
             let Some(id) = r.id.clone() else { continue };
-            // Microsoft's side of an engagement has no link of its own; a change there (Microsoft
-            // accepting, its CRM id) is synced through the partner's referral.
             let differs = if r.is_microsoft_side() {
-                true
+                microsoft_side_differs(pc, state, r, &page.items).await?
             } else {
                 state
                     .link_by_referral(&id)

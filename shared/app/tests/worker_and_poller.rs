@@ -11,7 +11,7 @@ use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::partner_center::PartnerCenterError;
 use cosell_core::ports::queue::MessageQueue;
 use cosell_core::ports::state::{AuditLog, AuditSubject, CursorStore, LinkStore};
-use cosell_core::referral::{Lifecycle, Referral};
+use cosell_core::referral::{Lifecycle, PatchOp, Referral, ReferralTarget, ReferralType};
 use cosell_core::sync::{SyncConfig, Syncer};
 use cosell_core::{Clock, ManualClock};
 
@@ -240,4 +240,57 @@ async fn a_deal_fixed_on_its_account_is_shared_at_the_next_sweep_without_touchin
     w.clock.advance(chrono::Duration::minutes(10));
     let next = poller.poll_once().await.unwrap();
     assert!(next.sweep.map(|s| s.retried.is_empty()).unwrap_or(true));
+}
+
+/// An inbound co-sell engagement: the partner's referral and Microsoft's, in one engagement.
+fn inbound_cosell(w: &World, name: &str) -> (Referral, Referral) {
+    let ours = w.pc.seed(Referral {
+        name: Some(name.into()),
+        status: Some(Lifecycle::NewPending.status()),
+        substatus: Some(Lifecycle::NewPending.substatus()),
+        referral_type: Some(ReferralType::Shared),
+        ..Referral::default()
+    });
+    let microsoft = w.pc.seed(Referral {
+        name: Some(name.into()),
+        engagement_id: ours.engagement_id.clone(),
+        status: Some(Lifecycle::ActiveAccepted.status()),
+        substatus: Some(Lifecycle::ActiveAccepted.substatus()),
+        referral_type: Some(ReferralType::Shared),
+        target: Some(vec![ReferralTarget::microsoft()]),
+        ..Referral::default()
+    });
+    (ours, microsoft)
+}
+
+#[tokio::test]
+async fn the_sweep_treats_microsofts_referral_as_part_of_its_synced_pair() {
+    let w = world();
+    let pcq = InMemoryQueue::new(5);
+    let (ours, microsoft) = inbound_cosell(&w, "co-sell");
+    let microsoft_id = microsoft.id.clone().unwrap();
+    let since = w.clock.now() - chrono::Duration::hours(1);
+    // Not synced yet: the partner's referral differs, and Microsoft's side with it.
+    let before = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert!(before.differing.contains(&ours.id.clone().unwrap().to_string()), "{before:?}");
+    w.syncer.sync_referral(ours.id.as_ref().unwrap()).await.unwrap();
+
+    let synced = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert_eq!(synced.referrals_seen, 2);
+    assert!(synced.differing.is_empty(), "a synced engagement differs in nothing: {synced:?}");
+
+    // Microsoft changes its side: that differs once, and its sync clears it.
+    w.clock.advance(chrono::Duration::minutes(1));
+    // A change outside the synced fields: a new eTag, nothing to write.
+    w.pc.edit(microsoft_id.as_str(), &[PatchOp::replace("/status", Lifecycle::ActiveAccepted.status().as_str())]);
+    let changed = sweep(&w.pc, &w.state, &pcq, since, false, |_| {}).await.unwrap();
+    assert_eq!(changed.differing, [microsoft_id.to_string()]);
+    let m = pcq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    let batch: Vec<Incoming> = m
+        .into_iter()
+        .map(|m| Incoming { message_id: m.message_id, group_id: m.group_id, body: m.body, receive_count: 1 })
+        .collect();
+    assert_eq!(handle_batch(&w.syncer, &batch).await, [Disposition::Done]);
+    let after = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert!(after.differing.is_empty(), "cleared after one sync: {after:?}");
 }
