@@ -168,11 +168,14 @@ fn render_status(id: &str, link: Option<&Link>, trail: &[AuditEntry], last_error
     o.push_str(&format!("{name}\n"));
     match link {
         Some(l) => {
-            o.push_str(&format!("  state              {}\n", report::mark_words(&l.mark)));
+            o.push_str(&format!("  state              {}\n", report::state_words(l)));
             o.push_str(&format!(
                 "  Partner Center     {}\n",
                 l.referral_id.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "— (no referral yet)".into())
             ));
+            if let Some((microsoft, _)) = cosell_core::sync::plan::link_extra::microsoft(l) {
+                o.push_str(&format!("  Microsoft's side   {microsoft} (the engagement's referral from Microsoft)\n"));
+            }
             o.push_str(&format!(
                 "  CRM record         {}\n",
                 l.crm.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "— (no CRM record yet)".into())
@@ -233,7 +236,7 @@ pub async fn audit(id: &str, path: Option<&Path>, limit: usize, as_json: bool) -
         let name = link.as_ref().map(report::deal_name).unwrap_or_else(|| id.to_owned());
         let mut o = format!("Audit trail of {name} (newest first)\n");
         if let Some(l) = &link {
-            o.push_str(&format!("now: {}\n", report::mark_words(&l.mark)));
+            o.push_str(&format!("now: {}\n", report::state_words(l)));
         }
         for e in &trail {
             o.push_str(&format!(
