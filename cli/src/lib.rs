@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod doctor;
 pub mod ops;
 pub mod page;
 pub mod report;
@@ -162,6 +163,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
-        Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
+        Command::Doctor { config, json } => doctor::doctor(config.config.as_deref(), json).await,
     }
 }

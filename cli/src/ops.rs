@@ -25,7 +25,7 @@ pub fn say(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
-fn print_json(v: &serde_json::Value) {
+pub fn print_json(v: &serde_json::Value) {
     say(&serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -499,128 +499,6 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
         }
         Ok(())
     })
-}
-
-struct Check {
-    name: &'static str,
-    ok: bool,
-    detail: String,
-    fix: &'static str,
-}
-
-pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
-    let loaded = config::load(path)?;
-    let backend = stack::backend(&loaded).await?;
-    let checks = with_backend!(backend, |state, _pcq, _crmq| {
-        let mut checks = Vec::new();
-        let budget = stack::budget(state.clone());
-        let pc = stack::partner_center(&loaded, budget.clone())?;
-        let crm = stack::crm(&loaded, budget)?;
-        let referrals = cosell_core::ports::partner_center::PartnerCenter::list_referrals(
-            &pc,
-            &cosell_core::ports::partner_center::ReferralQuery { top: Some(1), ..Default::default() },
-            None,
-        )
-        .await;
-        checks.push(Check {
-            name: "Partner Center credentials and Referrals role",
-            ok: referrals.is_ok(),
-            detail: referrals
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "signed in; referrals readable".into()),
-            fix: "check [partner_center] client id/secret and that the user has the Referrals admin role",
-        });
-        let reg = pc.get_registration().await;
-        let want = loaded.settings.webhook.public_url.clone();
-        let (ok, detail) = match (&reg, &want) {
-            (Ok(Some(r)), Some(w)) if &r.webhook_url == w => (true, format!("points at {w}")),
-            (Ok(Some(r)), _) => (
-                false,
-                format!("points at {} instead of {}", r.webhook_url, want.as_deref().unwrap_or("(no public_url)")),
-            ),
-            (Ok(None), _) => (false, "no webhook registered".into()),
-            (Err(e), _) => (false, e.to_string()),
-        };
-        checks.push(Check {
-            name: "webhook registration points at us",
-            ok,
-            detail,
-            fix: "run `cosell webhook register` (set [webhook] public_url first)",
-        });
-        let who = crm.whoami().await;
-        checks.push(Check {
-            name: "CRM reachable",
-            ok: who.is_ok(),
-            detail: who.as_ref().err().map(|e| e.to_string()).unwrap_or_else(|| "signed in".into()),
-            fix: "check the CRM URL, client id/secret, and the application user's security role",
-        });
-        let fields = crm.changes(None).await;
-        checks.push(Check {
-            name: "custom fields present",
-            ok: fields.is_ok(),
-            detail: fields
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "the connector's fields can be queried".into()),
-            fix: "install the connector's solution/package (the cosell_* columns or *__c fields) in the CRM",
-        });
-        let sync = loaded.sync_config()?;
-        checks.push(Check {
-            name: "currency configured",
-            ok: !sync.default_currency.is_empty(),
-            detail: format!(
-                "default {}, enabled: {}",
-                sync.default_currency,
-                if sync.currencies.is_empty() { "any (check disabled)".into() } else { sync.currencies.join(", ") }
-            ),
-            fix: "set sync.default_currency and sync.currencies to the CRM's enabled currencies",
-        });
-        checks
-    });
-    let mut checks = checks;
-    let skew = clock_skew(&loaded.settings.partner_center.token_url).await;
-    checks.push(match skew {
-        Ok(s) => Check {
-            name: "clock skew",
-            ok: s.abs() < 120,
-            detail: format!("{s} s against the token endpoint"),
-            fix: "synchronise this machine's clock (NTP)",
-        },
-        Err(e) => Check {
-            name: "clock skew",
-            ok: false,
-            detail: e.to_string(),
-            fix: "check network access to the token endpoint",
-        },
-    });
-    let failed = checks.iter().filter(|c| !c.ok).count();
-    if as_json {
-        print_json(&json!(
-            checks
-                .iter()
-                .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}))
-                .collect::<Vec<_>>()
-        ));
-    } else {
-        for c in &checks {
-            say(&format!("{} {:<46} {}", if c.ok { "✔" } else { "✘" }, c.name, c.detail));
-            if !c.ok {
-                say(&format!("    fix: {}", c.fix));
-            }
-        }
-    }
-    anyhow::ensure!(failed == 0, "{failed} check(s) failed: see the fixes above");
-    Ok(())
-}
-
-async fn clock_skew(url: &str) -> anyhow::Result<i64> {
-    let resp = reqwest::Client::new().head(url).send().await?;
-    let date = resp.headers().get("date").and_then(|d| d.to_str().ok()).context("no Date header")?;
-    let theirs = DateTime::parse_from_rfc2822(date).context("unreadable Date header")?;
-    Ok((Utc::now() - theirs.with_timezone(&Utc)).num_seconds())
 }
 
 #[cfg(test)]
