@@ -132,6 +132,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command keeps running (and so logs what goes wrong while it runs) rather than
+    /// answering once (and saying what went wrong itself).
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Command::Sandbox { .. } | Command::Run(_) | Command::Sim { .. })
+    }
+}
+
 /// Runs a command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -12,13 +12,29 @@ use tokio::net::TcpListener;
 
 use crate::{config, ops, page, runner, stack, with_backend};
 
-/// Logs to stderr: warnings by default (the sandbox prints its own banner), debug with `-v`,
-/// or whatever `RUST_LOG` says. No secret or personal data is ever logged by the handlers.
-pub fn init_logs(verbose: bool) {
-    let default = if verbose { "info,cosell=debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Logs to stderr, never into a command's output: the long-running commands (`sandbox`, `run`,
+/// `sim`) log warnings, the one-shot operations nothing (they say what went wrong themselves); `-v`
+/// adds info and the connector's debug logs; `RUST_LOG` overrides both. Colour only on a terminal.
+/// No secret or personal data is ever logged by the handlers.
+pub fn init_logs(verbose: bool, long_running: bool) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(verbose, long_running, std::env::var("RUST_LOG").ok().as_deref()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The filter `init_logs` uses.
+pub fn log_filter(verbose: bool, long_running: bool, rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let default = match (verbose, long_running) {
+        (true, _) => "info,cosell=debug",
+        (false, true) => "warn",
+        (false, false) => "off",
+    };
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default))
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM (a service manager stopping us). The handlers are installed when this

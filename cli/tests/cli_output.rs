@@ -2,6 +2,10 @@
 //! colour codes) mixed into a command's output.
 
 use std::process::Command;
+use std::sync::Arc;
+
+use cosell_core::SystemClock;
+use cosell_simulators::partner_center as pcsim;
 
 fn cosell(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cosell"))
@@ -14,6 +18,84 @@ fn cosell(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A configuration for the Partner Center simulator; the CRM is never called by `webhook register`.
+fn config_for(pc: &pcsim::SimHandle, dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("cosell.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "crm = \"dynamics\"\n[store]\nkind = \"embedded\"\npath = \"ops.db\"\n\
+             [partner_center]\nreferrals_base_url = \"{pcb}\"\nwebhooks_base_url = \"{pcb}\"\ntoken_url = \"{tok}\"\n\
+             client_id = \"{cid}\"\nclient_secret = {{ value = \"{secret}\" }}\nusername = \"{user}\"\n\
+             password = {{ value = \"{pw}\" }}\n\
+             [dynamics]\norg_url = \"http://127.0.0.1:9\"\ntoken_url = \"http://127.0.0.1:9/token\"\nclient_id = \"x\"\n\
+             client_secret = {{ value = \"unused\" }}\n\
+             [webhook]\npublic_url = \"https://connector.example/webhook\"\n",
+            pcb = pc.base_url(),
+            tok = pc.token_url("common"),
+            cid = pcsim::DEFAULT_CLIENT_ID,
+            secret = pcsim::DEFAULT_CLIENT_SECRET,
+            user = pcsim::DEFAULT_USERNAME,
+            pw = pcsim::DEFAULT_PASSWORD,
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_webhook_registration_prints_its_result_and_no_log_lines() {
+    let pc = pcsim::Simulator::start(pcsim::Config { clock: Arc::new(SystemClock), ..pcsim::Config::default() })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&pc, dir.path());
+    let c = config.to_str().unwrap();
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let c = c.to_owned();
+        move || cosell(&["webhook", "register", "--config", &c])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Registered https://connector.example/webhook"), "{out}");
+    assert_eq!(err, "", "no log line on stderr without -v");
+    // With -v the details come, but the 404 that says "no registration yet" is no warning, and a
+    // pipe gets no colour codes.
+    let fresh = pcsim::Simulator::start(pcsim::Config { clock: Arc::new(SystemClock), ..pcsim::Config::default() })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&fresh, dir.path());
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let c = config.to_str().unwrap().to_owned();
+        move || cosell(&["-v", "webhook", "register", "--config", &c])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(!err.contains("WARN") && !err.contains("ERROR"), "{err}");
+    assert!(!err.contains('\u{1b}'), "no ANSI colour on a pipe: {err:?}");
+}
+
+#[test]
+fn a_failed_operation_prints_its_error_and_no_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cosell.toml");
+    std::fs::write(
+        &config,
+        "crm = \"dynamics\"\n[store]\nkind = \"embedded\"\npath = \"ops.db\"\n[partner_center]\n\
+         token_url = \"http://127.0.0.1:9/token\"\nclient_id = \"x\"\nclient_secret = { value = \"x\" }\n\
+         username = \"u\"\npassword = { value = \"p\" }\n[dynamics]\norg_url = \"http://127.0.0.1:9\"\n\
+         token_url = \"http://127.0.0.1:9/token\"\nclient_id = \"x\"\nclient_secret = { value = \"x\" }\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cosell(&["plan", "does-not-exist", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.starts_with("error: "), "the real message comes first: {err}");
+    assert!(!err.contains("WARN") && !err.contains("ERROR") && !err.contains('\u{1b}'), "{err}");
 }
 
 #[test]
