@@ -15,6 +15,9 @@ pub mod sandbox;
 pub mod serve;
 pub mod stack;
 
+/// The help of every `--json` flag.
+const JSON_HELP: &str = "Print the result as JSON (for scripts) instead of text";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cosell",
@@ -62,6 +65,10 @@ pub enum Command {
         /// Port to listen on (127.0.0.1).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Where the Partner Center simulator writes its test CA certificate (DER), for
+        /// `[webhook] simulator_ca_file` of a `cosell run` configuration.
+        #[arg(long, default_value = ".cosell/sim/pc-simulator-ca.der")]
+        ca_file: PathBuf,
     },
     /// Partner Center webhook registration.
     Webhook {
@@ -69,8 +76,7 @@ pub enum Command {
         action: ops::WebhookAction,
         #[command(flatten)]
         config: ConfigArg,
-        /// Output JSON.
-        #[arg(long, global = true)]
+        #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
     /// Why didn't my deal sync? A record's link, both sides, last sync, ✔/✘ and last error.
@@ -79,7 +85,7 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// A record's audit trail, newest first.
@@ -90,7 +96,7 @@ pub enum Command {
         /// How many entries.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// What a sync of this record would write now, without writing.
@@ -98,7 +104,7 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// Find referrals that changed since a date and differ from their link; enqueue them.
@@ -111,7 +117,7 @@ pub enum Command {
         dry_run: bool,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// Dead-letter queues.
@@ -120,14 +126,14 @@ pub enum Command {
         action: ops::DlqAction,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long, global = true)]
+        #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
 }
@@ -162,7 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(c) => serve::run_connector(c.config.as_deref()).await,
-        Command::Sim { which, port } => serve::sim(which, port).await,
+        Command::Sim { which, port, ca_file } => serve::sim(which, port, &ca_file).await,
         Command::Webhook { action, config, json } => ops::webhook(action, config.config.as_deref(), json).await,
         Command::Status { id, config, json } => ops::status(&id, config.config.as_deref(), json).await,
         Command::Audit { id, config, limit, json } => ops::audit(&id, config.config.as_deref(), limit, json).await,

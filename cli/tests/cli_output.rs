@@ -1,8 +1,10 @@
 //! What the binary prints for people: help texts, the simulators' set-up, and no log lines (nor
 //! colour codes) mixed into a command's output.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cosell_core::SystemClock;
 use cosell_simulators::partner_center as pcsim;
@@ -18,6 +20,25 @@ fn cosell(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn every_json_flag_says_what_it_does() {
+    for cmd in [
+        &["status", "--help"][..],
+        &["audit", "--help"],
+        &["plan", "--help"],
+        &["reconcile", "--help"],
+        &["doctor", "--help"],
+        &["dlq", "list", "--help"],
+        &["webhook", "show", "--help"],
+    ] {
+        let (ok, out, err) = cosell(cmd);
+        assert!(ok, "{cmd:?}: {err}");
+        let line =
+            out.lines().find(|l| l.trim_start().starts_with("--json")).unwrap_or_else(|| panic!("{cmd:?}: {out}"));
+        assert!(line.contains("JSON (for scripts)"), "{cmd:?}: {line:?}");
+    }
 }
 
 /// A configuration for the Partner Center simulator; the CRM is never called by `webhook register`.
@@ -96,6 +117,35 @@ fn a_failed_operation_prints_its_error_and_no_log_lines() {
     assert!(!ok);
     assert!(err.starts_with("error: "), "the real message comes first: {err}");
     assert!(!err.contains("WARN") && !err.contains("ERROR") && !err.contains('\u{1b}'), "{err}");
+}
+
+#[test]
+fn the_partner_center_simulator_writes_its_test_ca_and_prints_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca").join("pc-ca.der");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosell"))
+        .args(["sim", "partner-center", "--ca-file"])
+        .arg(&ca)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("Ctrl-C"))
+        .collect();
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(20), "the simulator did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = lines.join("\n");
+    assert!(all.contains(&format!("test CA certificate {}", ca.display())), "{all}");
+    assert!(all.contains("simulator_ca_file"), "says how to use it: {all}");
+    let der = std::fs::read(&ca).expect("the CA certificate is written");
+    assert_eq!(der.first(), Some(&0x30), "a DER certificate (a SEQUENCE)");
 }
 
 #[test]
