@@ -9,7 +9,7 @@ use cosell_core::crm::{CosellFields, CrmKind, DealState, OpportunityFields};
 use cosell_core::fakes::{Crash, InMemoryCrm, InMemoryPartnerCenter, InMemoryQueue, InMemoryState};
 use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::partner_center::PartnerCenterError;
-use cosell_core::ports::queue::MessageQueue;
+use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue};
 use cosell_core::ports::state::{AuditLog, AuditSubject, CursorStore, LinkStore};
 use cosell_core::referral::{Lifecycle, PatchOp, Referral, ReferralTarget, ReferralType};
 use cosell_core::sync::{SyncConfig, Syncer};
@@ -293,4 +293,61 @@ async fn the_sweep_treats_microsofts_referral_as_part_of_its_synced_pair() {
     assert_eq!(handle_batch(&w.syncer, &batch).await, [Disposition::Done]);
     let after = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
     assert!(after.differing.is_empty(), "cleared after one sync: {after:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_message_for_a_synced_pair_that_fails_is_left_to_the_next_sweep_not_dead_lettered() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(2), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 1, ..PollerSettings::default() };
+    let poller = w.poller(&pcq, &crmq, &settings);
+    let deal = inbound(&w, "synced before the outage");
+    let id = deal.id.clone().unwrap();
+    w.syncer.sync_referral(&id).await.unwrap();
+    // Microsoft's seller changes the deal while the connector cannot reach Partner Center.
+    w.clock.advance(chrono::Duration::minutes(1));
+    w.pc.edit(id.as_str(), &[PatchOp::replace("/name", "changed during the outage")]);
+    let tick = poller.poll_once().await.unwrap();
+    assert_eq!(tick.sweep.as_ref().map(|s| s.differing.clone()), Some(vec![id.to_string()]));
+    // Receives, handles and deletes what is done, as the runner does.
+    let work = |q: &InMemoryQueue| {
+        let q = q.clone();
+        let w = &w;
+        async move {
+            let got = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+            let batch: Vec<Incoming> = got
+                .iter()
+                .map(|m| Incoming {
+                    message_id: m.message_id.clone(),
+                    group_id: m.group_id.clone(),
+                    body: m.body.clone(),
+                    receive_count: m.receive_count,
+                })
+                .collect();
+            let out = handle_batch(&w.syncer, &batch).await;
+            for (m, d) in got.iter().zip(&out) {
+                if *d == Disposition::Done {
+                    q.delete(&m.receipt).await.unwrap();
+                }
+            }
+            out
+        }
+    };
+    w.pc.fail_next(|| PartnerCenterError::Transient("connection refused".into()));
+    assert_eq!(work(&pcq).await, [Disposition::Done], "not left to die in the DLQ");
+    assert!(pcq.dead_letters(10).await.unwrap().is_empty());
+
+    // The next sweep enqueues it again though its change is older than the sweep's window, and
+    // once synced the pair is no longer re-enqueued.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let next = poller.poll_once().await.unwrap();
+    assert_eq!(next.sweep.as_ref().map(|s| s.rechecked.clone()), Some(vec![id.to_string()]), "{next:?}");
+    assert_eq!(work(&pcq).await, [Disposition::Done]);
+    assert_eq!(
+        w.crm.opportunities()[0].fields.name.as_deref().map(|n| n.contains("changed during the outage")),
+        Some(true)
+    );
+    w.clock.advance(chrono::Duration::minutes(10));
+    let after = poller.poll_once().await.unwrap();
+    assert!(after.sweep.is_some_and(|s| s.rechecked.is_empty() && s.differing.is_empty()));
 }
