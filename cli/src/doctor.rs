@@ -173,6 +173,42 @@ pub fn crm_failure(e: &CrmError, label: &str, url: &str) -> Failure {
     Failure { class, detail, fix }
 }
 
+/// Doctor's schema check from the install plan: (ok, detail, fix).
+fn schema_check(
+    plan: Result<cosell_crm::schema::SchemaPlan, cosell_crm::schema::SchemaError>,
+) -> (bool, String, std::borrow::Cow<'static, str>) {
+    use cosell_crm::schema::SchemaError;
+    match plan {
+        Ok(plan) => {
+            let problems = plan.field_problems();
+            if problems.is_empty() {
+                return (true, "every connector field is there with its type and options".into(), "".into());
+            }
+            let detail = problems
+                .iter()
+                .map(|(i, _)| match &i.action {
+                    cosell_crm::schema::Action::Conflict { found, .. } => format!("{} is {found}", i.qualified()),
+                    _ => format!("{} missing", i.qualified()),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let fixes: Vec<String> = problems.iter().map(|(_, f)| f.clone()).collect();
+            let fix = if fixes.iter().all(|f| f == "run `cosell crm install`") {
+                "run `cosell crm install` (once, with the CRM credentials of this configuration)".to_owned()
+            } else {
+                let mut unique = fixes.clone();
+                unique.dedup();
+                unique.join("; ")
+            };
+            (false, detail, fix.into())
+        }
+        Err(SchemaError::MissingPrivilege { privilege, fix, .. }) => {
+            (false, format!("the CRM user lacks the privilege `{privilege}` to read the schema"), fix.into())
+        }
+        Err(e) => (false, e.to_string(), "check that the CRM is reachable (see the check above)".into()),
+    }
+}
+
 /// Whether a transport failure means nothing answered at all.
 fn unreachable(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
@@ -228,17 +264,31 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
         };
         checks.push(Check::new(CRM_CHECK, who));
 
-        // The schema check proper (field by field) is `cosell crm install`'s and issue 14's; here a
-        // read of the connector's fields, classified like every other failure.
+        // The schema field by field, through the installer's own check (issue 14's); its failures
+        // are classed like every other: a missing privilege is a privilege, not a missing field.
         let fields = if !checks[2].signed_in() {
             Outcome::NotChecked { because: CRM_CHECK }
         } else {
-            match crm.changes(None).await {
-                Ok(_) => Outcome::Passed("the connector's fields can be queried".into()),
-                Err(e) => Outcome::Failed(crm_failure(&e, label, &url)),
+            match crm.plan_schema().await {
+                // A CRM whose installer is not in this build: the fields must at least be queryable.
+                Err(cosell_crm::schema::SchemaError::Unsupported(_)) => match crm.changes(None).await {
+                    Ok(_) => Outcome::Passed("the connector's fields can be queried".into()),
+                    Err(e) => Outcome::Failed(crm_failure(&e, label, &url)),
+                },
+                plan => {
+                    let privilege = matches!(plan, Err(cosell_crm::schema::SchemaError::MissingPrivilege { .. }));
+                    match schema_check(plan) {
+                        (true, detail, _) => Outcome::Passed(detail),
+                        (false, detail, fix) => failure(
+                            if privilege { FailureClass::MissingPermission } else { FailureClass::MissingField },
+                            detail,
+                            fix.into_owned(),
+                        ),
+                    }
+                }
             }
         };
-        checks.push(Check::new("custom fields present", fields));
+        checks.push(Check::new("CRM schema (connector fields)", fields));
 
         let sync = loaded.sync_config()?;
         let detail = format!(

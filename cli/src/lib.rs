@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_schema;
 pub mod doctor;
 pub mod ops;
 pub mod page;
@@ -130,6 +131,15 @@ pub enum Command {
         #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
+    /// The connector's own schema in the CRM: install (once, before the first sync), uninstall, export.
+    Crm {
+        #[command(subcommand)]
+        action: crm_schema::CrmAction,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, global = true, help = JSON_HELP)]
+        json: bool,
+    },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
@@ -178,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
+        Command::Crm { action, config, json } => crm_schema::crm(action, config.config.as_deref(), json).await,
         Command::Doctor { config, json } => doctor::doctor(config.config.as_deref(), json).await,
     }
 }

@@ -172,7 +172,7 @@ fn doctor_with_nothing_listening_says_unreachable_and_which_checks_it_stopped() 
     assert!(line("webhook registration").contains("not checked"), "{out}");
     assert!(!out.contains("cosell webhook register"), "{out}");
     assert!(line("CRM reachable").contains("unreachable"), "{out}");
-    assert!(line("custom fields present").contains("not checked"), "{out}");
+    assert!(line("CRM schema (connector fields)").contains("not checked"), "{out}");
     assert!(!out.contains("install the connector's solution"), "{out}");
     assert!(err.contains("check(s) failed") && err.contains("not checked"), "{err}");
 }
