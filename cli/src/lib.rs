@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_push_salesforce;
 pub mod crm_schema;
 pub mod doctor;
 pub mod ops;

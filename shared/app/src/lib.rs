@@ -2,9 +2,12 @@
 //! of them, and `cosell run` / `cosell sandbox` run all of them in one process on the embedded store.
 
 pub mod poller;
+pub mod push;
+pub mod push_salesforce;
 pub mod receiver;
+pub mod relay;
 pub mod work;
 pub mod worker;
 
-pub use work::WorkItem;
+pub use work::{Arrival, WorkItem};
 pub use worker::{Disposition, handle_batch};

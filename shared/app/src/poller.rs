@@ -12,7 +12,7 @@ use cosell_core::ports::queue::{MessageQueue, QueueError};
 use cosell_core::ports::state::{CursorStore, LinkStore, StateError, SyncMark};
 use cosell_core::referral::Referral;
 
-use crate::work::{SWEEP_SOURCE, WorkItem};
+use crate::work::{Arrival, SWEEP_SOURCE, WorkItem};
 
 pub const CRM_FEED_CURSOR: &str = "crm-feed";
 pub const TICK_CURSOR: &str = "poll-tick";
@@ -132,8 +132,13 @@ where
                 continue;
             }
             messages.push(
-                WorkItem::Crm { record: change.record.clone(), version: Some(change.meta.version.clone()) }
-                    .to_message(),
+                WorkItem::crm_change(
+                    change.record.clone(),
+                    change.meta.version.clone(),
+                    Arrival::Poll,
+                    change.meta.modified_at,
+                )
+                .to_message(),
             );
         }
         self.crm_queue.send_batch(&messages).await?;
@@ -212,7 +217,7 @@ pub async fn rechecks<S: LinkStore, Q: MessageQueue, Q1: MessageQueue>(
             let (None, Some(record), SyncMark::Failed(_)) = (&link.referral_id, &link.crm, &link.mark) else {
                 continue;
             };
-            let item = WorkItem::Crm { record: record.clone(), version: Some(format!("retry@{tag}")) };
+            let item = WorkItem::crm(record.clone(), Some(format!("retry@{tag}")));
             to_crm.push(item.to_message());
             found.unshared.push(record.key());
         }

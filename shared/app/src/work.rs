@@ -22,13 +22,55 @@ pub enum WorkItem {
         #[serde(default)]
         changed_at: Option<DateTime<Utc>>,
     },
-    /// A CRM record changed (change feed). Goes to `crm-changes`.
+    /// A CRM record changed (change feed, or a push from the CRM). Goes to `crm-changes`.
+    ///
+    /// The one message every CRM change source puts on `crm-changes.fifo` — the poller's change
+    /// feed, the Dataverse webhook route (`crate::push`) and Salesforce change events relayed by
+    /// EventBridge — so the worker handles them all alike: it reads the record fresh and plans from
+    /// the snapshot. As JSON (group id `CRM#<entity>#<id>`, dedup id from `crm`, the key and
+    /// `version`, see [`WorkItem::to_message`]):
+    ///
+    /// ```json
+    /// {"kind":"crm","record":{"entity":"opportunity","id":"…"},"version":"push:<change id>",
+    ///  "via":"push","changed_at":"2026-12-04T21:00:00.123Z"}
+    /// ```
+    ///
+    /// `version` must tell two changes of one record apart (the queue drops a second message with
+    /// the same dedup id within its window) and be the same for two deliveries of one change;
+    /// `via` and `changed_at` are optional and only feed the status page (how the change arrived,
+    /// its latency from the CRM commit).
     Crm {
         record: CrmRef,
-        /// The record's version at the change, part of the dedup id.
+        /// The record's version at the change (poll), or the id of the pushed change: part of the
+        /// dedup id.
         #[serde(default)]
         version: Option<String>,
+        /// How the change reached the connector.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Arrival>,
+        /// When the CRM committed the change, when it says (for latency).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        changed_at: Option<DateTime<Utc>>,
     },
+}
+
+/// How a CRM change reached the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Pushed by the CRM (Dataverse webhook, Salesforce change event).
+    Push,
+    /// Found by the poller's change feed.
+    Poll,
+}
+
+impl Arrival {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arrival::Push => "push",
+            Arrival::Poll => "poll",
+        }
+    }
 }
 
 /// SQS dedup ids are at most 128 characters of a restricted set: hash what identifies the change.
@@ -51,6 +93,16 @@ impl WorkItem {
         WorkItem::Referral { id, source: source.into(), changed_at }
     }
 
+    /// A CRM record to sync, with what identifies the change (see [`WorkItem::Crm`]).
+    pub fn crm(record: CrmRef, version: Option<String>) -> Self {
+        WorkItem::Crm { record, version, via: None, changed_at: None }
+    }
+
+    /// The same, saying how the change arrived and when the CRM committed it.
+    pub fn crm_change(record: CrmRef, version: String, via: Arrival, changed_at: Option<DateTime<Utc>>) -> Self {
+        WorkItem::Crm { record, version: Some(version), via: Some(via), changed_at }
+    }
+
     /// The queue message: grouped by record (one record is never processed concurrently), and
     /// deduplicated on what identifies this change (the same event delivered twice is one message).
     pub fn to_message(&self) -> OutgoingMessage {
@@ -61,7 +113,7 @@ impl WorkItem {
                 dedup_id(&[source, id.as_str(), &changed_at.map(|t| t.to_rfc3339()).unwrap_or_default()]),
                 body,
             ),
-            WorkItem::Crm { record, version } => OutgoingMessage::new(
+            WorkItem::Crm { record, version, .. } => OutgoingMessage::new(
                 group_id(&format!("CRM#{}", record.key())),
                 dedup_id(&["crm", &record.key(), version.as_deref().unwrap_or_default()]),
                 body,
@@ -96,10 +148,21 @@ mod tests {
         assert_eq!(a.group_id, c.group_id);
         assert_ne!(a.dedup_id, c.dedup_id);
         assert!(a.validate().is_ok());
-        let crm =
-            WorkItem::Crm { record: CrmRef::parse("opportunity", "o-1").unwrap(), version: Some("W/\"7\"".into()) };
+        let crm = WorkItem::crm(CrmRef::parse("opportunity", "o-1").unwrap(), Some("W/\"7\"".into()));
         let m = crm.to_message();
         assert!(m.validate().is_ok(), "{m:?}");
         assert_eq!(WorkItem::parse(&m.body).unwrap(), crm);
+    }
+
+    #[test]
+    fn how_a_change_arrived_is_not_part_of_its_identity_on_the_queue() {
+        let record = CrmRef::parse("opportunity", "o-1").unwrap();
+        let plain = WorkItem::crm(record.clone(), Some("push:op-1".into())).to_message();
+        let pushed = WorkItem::crm_change(record, "push:op-1".into(), Arrival::Push, None).to_message();
+        assert_eq!((plain.group_id, plain.dedup_id), (pushed.group_id.clone(), pushed.dedup_id.clone()));
+        assert!(pushed.body.contains(r#""via":"push""#), "{}", pushed.body);
+        // A message written before `via` existed still parses.
+        let old = r#"{"kind":"crm","record":{"entity":"opportunity","id":"o-1"},"version":"W/\"7\""}"#;
+        assert!(matches!(WorkItem::parse(old).unwrap(), WorkItem::Crm { via: None, changed_at: None, .. }));
     }
 }

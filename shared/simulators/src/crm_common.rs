@@ -99,6 +99,20 @@ pub enum FaultKind {
     ExpireDeltaTokens,
     /// 403 for missing privilege / permission; `privilege` names it.
     Forbid { privilege: String },
+    /// Push deliveries (Dataverse webhooks, CRM change events): the next matching one is never sent,
+    /// as when the CRM's asynchronous job fails for good. `path_contains` matches the entity name.
+    DropPush,
+    /// Push deliveries: the next matching one is sent this much later (a busy asynchronous service).
+    DelayPush { millis: u64 },
+    /// Push deliveries: the next matching one is sent twice (at-least-once delivery).
+    DuplicatePush,
+}
+
+impl FaultKind {
+    /// Faults that act on the simulator's push deliveries rather than on API requests.
+    pub fn is_push(&self) -> bool {
+        matches!(self, FaultKind::DropPush | FaultKind::DelayPush { .. } | FaultKind::DuplicatePush)
+    }
 }
 
 fn default_retry_after() -> u64 {
@@ -137,19 +151,33 @@ impl Faults {
         self.0.clear();
     }
 
-    /// Takes the first fault matching this request, if any.
+    /// Takes the first API fault matching this request, if any (push faults are left alone).
     pub(crate) fn take(&mut self, method: &str, path: &str) -> Option<FaultKind> {
         let i = self.0.iter().position(|f| {
-            f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+            !f.kind.is_push()
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
                 && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
         })?;
+        Some(self.consume(i))
+    }
+
+    /// Takes the first push fault matching a delivery about `entity`, if any.
+    pub(crate) fn take_push(&mut self, entity: &str) -> Option<FaultKind> {
+        let i = self
+            .0
+            .iter()
+            .position(|f| f.kind.is_push() && f.path_contains.as_deref().is_none_or(|p| entity.contains(p)))?;
+        Some(self.consume(i))
+    }
+
+    fn consume(&mut self, i: usize) -> FaultKind {
         let fault = &mut self.0[i];
         let kind = fault.kind.clone();
         fault.count = fault.count.saturating_sub(1);
         if fault.count == 0 {
             self.0.remove(i);
         }
-        Some(kind)
+        kind
     }
 }
 

@@ -14,6 +14,7 @@
 mod auth;
 mod changes;
 pub(crate) mod errors;
+pub mod push;
 mod query;
 mod write;
 

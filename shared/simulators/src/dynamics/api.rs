@@ -107,7 +107,8 @@ impl Db {
             return Err(e);
         }
         match self.faults.take(req.method.as_str(), &req.path) {
-            None => Ok(None),
+            // `take` never hands out push faults; they act on the webhook deliveries (`push.rs`).
+            None | Some(FaultKind::DropPush | FaultKind::DelayPush { .. } | FaultKind::DuplicatePush) => Ok(None),
             Some(FaultKind::Throttle { retry_after }) => {
                 let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -30,6 +30,7 @@ mod expand;
 mod metadata;
 mod metadata_write;
 mod odata;
+mod push;
 mod query;
 mod records;
 mod response;
@@ -138,6 +139,8 @@ struct Db {
     metadata_writes: Vec<Value>,
     /// The demo rows waiting for the connector's schema (`seed.rs`).
     demo_pending: Option<seed::DemoRows>,
+    /// Webhook registrations' secrets and deliveries (`push.rs`).
+    push: push::PushState,
 }
 
 /// The Dataverse simulator.
@@ -151,6 +154,7 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let db = Db::new(format!("http://{addr}"), config);
         let state: Shared<Db> = Arc::new(Mutex::new(db));
+        push::start_dispatcher(&state);
         ServerHandle::serve(listener, router(state))
     }
 }
@@ -166,6 +170,7 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/writes/{set}", get(control::sim_writes))
         .route("/_sim/metadata/writes", get(control::sim_metadata_writes))
         .route("/_sim/privileges/{name}", post(control::sim_grant_privilege).delete(control::sim_revoke_privilege))
+        .route("/_sim/push/deliveries", get(push::sim_deliveries))
         .route("/_sim/records/{set}/{id}", get(control::sim_get).patch(control::sim_patch).delete(control::sim_delete))
         .with_state(state)
 }
@@ -185,7 +190,7 @@ fn ty_from_name(n: &str) -> Ty {
 impl Db {
     fn new(base_url: String, config: Config) -> Self {
         let mut tables = BTreeMap::new();
-        for mut def in schema::standard_tables() {
+        for mut def in schema::standard_tables().into_iter().chain(push::tables()) {
             if let Some(extra) = config.extra_columns.get(&def.set) {
                 def.columns.extend(extra.iter().map(|(c, t)| (c.clone(), ty_from_name(t))));
             }
@@ -205,7 +210,9 @@ impl Db {
             revoked: BTreeSet::new(),
             metadata_writes: Vec::new(),
             demo_pending: None,
+            push: push::PushState::new(),
         };
+        db.seed_push_metadata();
         for (i, (code, name, symbol, rate)) in [
             ("USD", "US Dollar", "$", 1.0),
             ("EUR", "Euro", "€", 0.92),

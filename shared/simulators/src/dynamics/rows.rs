@@ -220,6 +220,7 @@ impl Db {
     /// Creates a row; `body` may carry the primary key.
     pub(super) fn insert(&mut self, set: &str, body: Map<String, Value>, user: &str) -> Result<String, ApiError> {
         let def = self.table(set)?.def.clone();
+        let (body, auth) = super::push::split_auth(set, body);
         let id = match body.get(&def.pk).and_then(Value::as_str) {
             Some(id) => id.to_ascii_lowercase(),
             None => uuid::Uuid::new_v4().to_string(),
@@ -265,6 +266,7 @@ impl Db {
         if let Some(t) = self.tables.get_mut(set) {
             t.rows.insert(id.clone(), row);
         }
+        self.push_written(set, &id, "Create", &body, user, auth);
         Ok(id)
     }
 
@@ -284,7 +286,7 @@ impl Db {
             .map(|r| r.values.clone())
             .ok_or_else(|| ApiError::row_missing(&def.logical, id))?;
         // Alternate-key columns and the primary key are not rewritten by an update.
-        let mut body = body.clone();
+        let (mut body, auth) = super::push::split_auth(set, body.clone());
         body.remove(&def.pk);
         self.apply(set, &mut values, &body, false, allow_state)?;
         Self::computed(&def, &mut values);
@@ -295,6 +297,7 @@ impl Db {
             row.version = version;
             row.writes.push(at, user);
         }
+        self.push_written(set, id, "Update", &body, user, auth);
         Ok(())
     }
 
