@@ -314,8 +314,7 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the configuration {}; check the path", path.display()))?;
-    let settings: Settings = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid configuration: {}", path.display(), e.message()))?;
+    let settings: Settings = toml::from_str(&text).map_err(|e| anyhow::anyhow!(located(&path, &text, &e)))?;
     match settings.crm {
         CrmChoice::Dynamics if settings.dynamics.is_none() => {
             bail!(
@@ -331,6 +330,30 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
     }
     let base = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
     Ok(Loaded { settings, base, path })
+}
+
+/// A TOML error as `file:line:column: message`, then the offending line with a caret under the
+/// column, so that a duplicate key or an unterminated string is found without counting lines.
+fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim_end().to_owned();
+    if text.trim_start().starts_with('{') {
+        message.push_str(" (this looks like JSON: the configuration is TOML, see examples/cosell.dynamics.toml)");
+    }
+    let Some(span) = e.span() else {
+        return format!("{} is not a valid configuration: {message}", path.display());
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_no = text[..line_start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let source = text[line_start..line_end].trim_end_matches('\r');
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "{}:{line_no}:{column}: {message}\n{gutter} |\n{line_no} | {source}\n{gutter} | {}^",
+        path.display(),
+        " ".repeat(column - 1)
+    )
 }
 
 #[cfg(test)]
@@ -349,6 +372,31 @@ mod tests {
             assert!(loaded.settings.partner_center.client_secret.value.is_none(), "{file}: no inline secret");
             loaded.sync_config().unwrap();
         }
+    }
+
+    fn load_text(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosell.toml");
+        std::fs::write(&path, text).unwrap();
+        let e = load(Some(&path)).unwrap_err().to_string();
+        e.replace(&path.display().to_string(), "cosell.toml")
+    }
+
+    #[test]
+    fn configuration_errors_show_the_file_line_column_and_the_offending_line() {
+        let duplicate = load_text("crm = \"dynamics\"\n\n[partner_center]\nclient_id = \"a\"\nclient_id = \"b\"\n");
+        assert!(duplicate.starts_with("cosell.toml:5:1: "), "{duplicate}");
+        assert!(duplicate.contains("duplicate key"), "{duplicate}");
+        assert!(duplicate.contains("5 | client_id = \"b\"\n  | ^"), "{duplicate}");
+
+        let unterminated = load_text("crm = \"dynamics\"\n[dynamics]\norg_url = \"https://x.crm.dynamics.com\n");
+        assert!(unterminated.starts_with("cosell.toml:3:"), "{unterminated}");
+        assert!(unterminated.contains("3 | org_url = \"https://x.crm.dynamics.com"), "{unterminated}");
+        assert!(unterminated.lines().last().is_some_and(|l| l.trim_end().ends_with('^')), "{unterminated}");
+
+        let json = load_text("{\n  \"crm\": \"dynamics\"\n}\n");
+        assert!(json.starts_with("cosell.toml:1:1: "), "{json}");
+        assert!(json.contains("looks like JSON"), "{json}");
     }
 
     #[test]

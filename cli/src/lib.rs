@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod crm_push_salesforce;
 pub mod crm_schema;
+pub mod doctor;
 pub mod ops;
 pub mod page;
 pub mod paths;
@@ -16,6 +17,9 @@ pub mod runner;
 pub mod sandbox;
 pub mod serve;
 pub mod stack;
+
+/// The help of every `--json` flag.
+const JSON_HELP: &str = "Print the result as JSON (for scripts) instead of text";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +68,10 @@ pub enum Command {
         /// Port to listen on (127.0.0.1).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Where the Partner Center simulator writes its test CA certificate (DER), for
+        /// `[webhook] simulator_ca_file` of a `cosell run` configuration.
+        #[arg(long, default_value = ".cosell/sim/pc-simulator-ca.der")]
+        ca_file: PathBuf,
     },
     /// Partner Center webhook registration.
     Webhook {
@@ -71,8 +79,7 @@ pub enum Command {
         action: ops::WebhookAction,
         #[command(flatten)]
         config: ConfigArg,
-        /// Output JSON.
-        #[arg(long, global = true)]
+        #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
     /// Why didn't my deal sync? A record's link, both sides, last sync, ✔/✘ and last error.
@@ -81,7 +88,7 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// A record's audit trail, newest first.
@@ -92,7 +99,7 @@ pub enum Command {
         /// How many entries.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// What a sync of this record would write now, without writing.
@@ -100,7 +107,7 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// Find referrals that changed since a date and differ from their link; enqueue them.
@@ -113,7 +120,7 @@ pub enum Command {
         dry_run: bool,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
     /// Dead-letter queues.
@@ -122,7 +129,7 @@ pub enum Command {
         action: ops::DlqAction,
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long, global = true)]
+        #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
     /// The connector's own schema in the CRM: install (once, before the first sync), uninstall, export.
@@ -131,17 +138,24 @@ pub enum Command {
         action: crm_schema::CrmAction,
         #[command(flatten)]
         config: ConfigArg,
-        /// Output JSON.
-        #[arg(long, global = true)]
+        #[arg(long, global = true, help = JSON_HELP)]
         json: bool,
     },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
         config: ConfigArg,
-        #[arg(long)]
+        #[arg(long, help = JSON_HELP)]
         json: bool,
     },
+}
+
+impl Command {
+    /// Whether the command keeps running (and so logs what goes wrong while it runs) rather than
+    /// answering once (and saying what went wrong itself).
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Command::Sandbox { .. } | Command::Run(_) | Command::Sim { .. })
+    }
 }
 
 /// Runs a command.
@@ -166,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(c) => serve::run_connector(c.config.as_deref()).await,
-        Command::Sim { which, port } => serve::sim(which, port).await,
+        Command::Sim { which, port, ca_file } => serve::sim(which, port, &ca_file).await,
         Command::Webhook { action, config, json } => ops::webhook(action, config.config.as_deref(), json).await,
         Command::Status { id, config, json } => ops::status(&id, config.config.as_deref(), json).await,
         Command::Audit { id, config, limit, json } => ops::audit(&id, config.config.as_deref(), limit, json).await,
@@ -176,6 +190,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
         Command::Crm { action, config, json } => crm_schema::crm(action, config.config.as_deref(), json).await,
-        Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
+        Command::Doctor { config, json } => doctor::doctor(config.config.as_deref(), json).await,
     }
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cosell_cli::Cli::parse();
     let verbose = cli.verbose;
-    cosell_cli::serve::init_logs(verbose);
+    cosell_cli::serve::init_logs(verbose, cli.command.is_long_running());
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

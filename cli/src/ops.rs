@@ -25,7 +25,7 @@ pub fn say(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
-fn print_json(v: &serde_json::Value) {
+pub fn print_json(v: &serde_json::Value) {
     say(&serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -168,11 +168,14 @@ fn render_status(id: &str, link: Option<&Link>, trail: &[AuditEntry], last_error
     o.push_str(&format!("{name}\n"));
     match link {
         Some(l) => {
-            o.push_str(&format!("  state              {}\n", report::mark_words(&l.mark)));
+            o.push_str(&format!("  state              {}\n", report::state_words(l)));
             o.push_str(&format!(
                 "  Partner Center     {}\n",
                 l.referral_id.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "— (no referral yet)".into())
             ));
+            if let Some((microsoft, _)) = cosell_core::sync::plan::link_extra::microsoft(l) {
+                o.push_str(&format!("  Microsoft's side   {microsoft} (the engagement's referral from Microsoft)\n"));
+            }
             o.push_str(&format!(
                 "  CRM record         {}\n",
                 l.crm.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "— (no CRM record yet)".into())
@@ -233,7 +236,7 @@ pub async fn audit(id: &str, path: Option<&Path>, limit: usize, as_json: bool) -
         let name = link.as_ref().map(report::deal_name).unwrap_or_else(|| id.to_owned());
         let mut o = format!("Audit trail of {name} (newest first)\n");
         if let Some(l) = &link {
-            o.push_str(&format!("now: {}\n", report::mark_words(&l.mark)));
+            o.push_str(&format!("now: {}\n", report::state_words(l)));
         }
         for e in &trail {
             o.push_str(&format!(
@@ -496,164 +499,6 @@ pub async fn webhook(action: WebhookAction, path: Option<&Path>, as_json: bool) 
         }
         Ok(())
     })
-}
-
-struct Check {
-    name: &'static str,
-    ok: bool,
-    detail: String,
-    fix: std::borrow::Cow<'static, str>,
-}
-
-/// Doctor's schema check from the install plan: (ok, detail, fix).
-fn schema_check(
-    plan: Result<cosell_crm::schema::SchemaPlan, cosell_crm::schema::SchemaError>,
-) -> (bool, String, std::borrow::Cow<'static, str>) {
-    use cosell_crm::schema::SchemaError;
-    match plan {
-        Ok(plan) => {
-            let problems = plan.field_problems();
-            if problems.is_empty() {
-                return (true, "every connector field is there with its type and options".into(), "".into());
-            }
-            let detail = problems
-                .iter()
-                .map(|(i, _)| match &i.action {
-                    cosell_crm::schema::Action::Conflict { found, .. } => format!("{} is {found}", i.qualified()),
-                    _ => format!("{} missing", i.qualified()),
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            let fixes: Vec<String> = problems.iter().map(|(_, f)| f.clone()).collect();
-            let fix = if fixes.iter().all(|f| f == "run `cosell crm install`") {
-                "run `cosell crm install` (once, with the CRM credentials of this configuration)".to_owned()
-            } else {
-                let mut unique = fixes.clone();
-                unique.dedup();
-                unique.join("; ")
-            };
-            (false, detail, fix.into())
-        }
-        Err(SchemaError::MissingPrivilege { privilege, fix, .. }) => {
-            (false, format!("the CRM user lacks the privilege `{privilege}` to read the schema"), fix.into())
-        }
-        Err(e) => (false, e.to_string(), "check that the CRM is reachable (see the check above)".into()),
-    }
-}
-
-pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
-    let loaded = config::load(path)?;
-    let backend = stack::backend(&loaded).await?;
-    let checks = with_backend!(backend, |state, _pcq, _crmq| {
-        let mut checks = Vec::new();
-        let budget = stack::budget(state.clone());
-        let pc = stack::partner_center(&loaded, budget.clone())?;
-        let crm = stack::crm(&loaded, budget)?;
-        let referrals = cosell_core::ports::partner_center::PartnerCenter::list_referrals(
-            &pc,
-            &cosell_core::ports::partner_center::ReferralQuery { top: Some(1), ..Default::default() },
-            None,
-        )
-        .await;
-        checks.push(Check {
-            name: "Partner Center credentials and Referrals role",
-            ok: referrals.is_ok(),
-            detail: referrals
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "signed in; referrals readable".into()),
-            fix: "check [partner_center] client id/secret and that the user has the Referrals admin role".into(),
-        });
-        let reg = pc.get_registration().await;
-        let want = loaded.settings.webhook.public_url.clone();
-        let (ok, detail) = match (&reg, &want) {
-            (Ok(Some(r)), Some(w)) if &r.webhook_url == w => (true, format!("points at {w}")),
-            (Ok(Some(r)), _) => (
-                false,
-                format!("points at {} instead of {}", r.webhook_url, want.as_deref().unwrap_or("(no public_url)")),
-            ),
-            (Ok(None), _) => (false, "no webhook registered".into()),
-            (Err(e), _) => (false, e.to_string()),
-        };
-        checks.push(Check {
-            name: "webhook registration points at us",
-            ok,
-            detail,
-            fix: "run `cosell webhook register` (set [webhook] public_url first)".into(),
-        });
-        let who = crm.whoami().await;
-        checks.push(Check {
-            name: "CRM reachable",
-            ok: who.is_ok(),
-            detail: who.as_ref().err().map(|e| e.to_string()).unwrap_or_else(|| "signed in".into()),
-            fix: "check the CRM URL, client id/secret, and the application user's security role".into(),
-        });
-        // The schema field by field, through the installer's own check (name, type, options; FLS
-        // on Salesforce): each missing or mistyped field named, a missing privilege as a privilege.
-        let (ok, detail, fix) = match crm.plan_schema().await {
-            // A CRM whose installer is not in this build: the fields must at least be queryable.
-            Err(cosell_crm::schema::SchemaError::Unsupported(_)) => match crm.changes(None).await {
-                Ok(_) => (true, "the connector's fields can be queried".into(), "".into()),
-                Err(e) => (false, e.to_string(), "install the connector's fields in the CRM".into()),
-            },
-            plan => schema_check(plan),
-        };
-        checks.push(Check { name: "CRM schema (connector fields)", ok, detail, fix });
-        let sync = loaded.sync_config()?;
-        checks.push(Check {
-            name: "currency configured",
-            ok: !sync.default_currency.is_empty(),
-            detail: format!(
-                "default {}, enabled: {}",
-                sync.default_currency,
-                if sync.currencies.is_empty() { "any (check disabled)".into() } else { sync.currencies.join(", ") }
-            ),
-            fix: "set sync.default_currency and sync.currencies to the CRM's enabled currencies".into(),
-        });
-        checks
-    });
-    let mut checks = checks;
-    let skew = clock_skew(&loaded.settings.partner_center.token_url).await;
-    checks.push(match skew {
-        Ok(s) => Check {
-            name: "clock skew",
-            ok: s.abs() < 120,
-            detail: format!("{s} s against the token endpoint"),
-            fix: "synchronise this machine's clock (NTP)".into(),
-        },
-        Err(e) => Check {
-            name: "clock skew",
-            ok: false,
-            detail: e.to_string(),
-            fix: "check network access to the token endpoint".into(),
-        },
-    });
-    let failed = checks.iter().filter(|c| !c.ok).count();
-    if as_json {
-        print_json(&json!(
-            checks
-                .iter()
-                .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix}))
-                .collect::<Vec<_>>()
-        ));
-    } else {
-        for c in &checks {
-            say(&format!("{} {:<46} {}", if c.ok { "✔" } else { "✘" }, c.name, c.detail));
-            if !c.ok {
-                say(&format!("    fix: {}", c.fix));
-            }
-        }
-    }
-    anyhow::ensure!(failed == 0, "{failed} check(s) failed: see the fixes above");
-    Ok(())
-}
-
-async fn clock_skew(url: &str) -> anyhow::Result<i64> {
-    let resp = reqwest::Client::new().head(url).send().await?;
-    let date = resp.headers().get("date").and_then(|d| d.to_str().ok()).context("no Date header")?;
-    let theirs = DateTime::parse_from_rfc2822(date).context("unreadable Date header")?;
-    Ok((Utc::now() - theirs.with_timezone(&Utc)).num_seconds())
 }
 
 #[cfg(test)]

@@ -23,10 +23,13 @@ pub async fn find_link<S: LinkStore>(state: &S, id: &str, kind: CrmKind) -> anyh
             return Ok(Some(l));
         }
     }
-    // Ids are case-insensitive in Dataverse: fall back to a scan, bounded, for operators only.
+    // Ids are case-insensitive in Dataverse, and Microsoft's referral of a co-sell engagement has no
+    // link of its own (it belongs to the partner's pair): fall back to a scan, bounded, for
+    // operators only.
     for l in all_links(state, 10_000).await? {
         let hit = l.referral_id.as_ref().is_some_and(|r| r.as_str().eq_ignore_ascii_case(id))
-            || l.crm.as_ref().is_some_and(|c| c.id().eq_ignore_ascii_case(id));
+            || l.crm.as_ref().is_some_and(|c| c.id().eq_ignore_ascii_case(id))
+            || link_extra::microsoft(&l).is_some_and(|(m, _)| m.eq_ignore_ascii_case(id));
         if hit {
             return Ok(Some(l));
         }
@@ -115,6 +118,23 @@ pub fn mark_words(mark: &SyncMark) -> String {
     }
 }
 
+/// The pair's state in words: its mark, except for a pair whose referral is closed in Partner Center
+/// while the CRM side has moved on since (reopened, edited): R10 freezes the referral, so the mark's
+/// "in sync" would hide that the two sides now differ and stay so.
+pub fn state_words(link: &Link) -> String {
+    let pc = link_extra::view(link, link_extra::SYNCED_PC);
+    let crm = link_extra::view(link, link_extra::SYNCED_CRM);
+    if let (SyncMark::Synced, Some(pc), Some(crm)) = (&link.mark, &pc, &crm)
+        && let Some(stage) = pc.stage.filter(|s| s.is_closed())
+    {
+        if cosell_core::sync::SyncField::ALL.iter().any(|f| pc.differs(crm, *f)) {
+            return format!("closed in Partner Center ({stage:?}): CRM changes are no longer synced");
+        }
+        return format!("✔ in sync (closed in Partner Center: {stage:?})");
+    }
+    mark_words(&link.mark)
+}
+
 pub fn kind_label(kind: &AuditKind) -> &'static str {
     match kind {
         AuditKind::Decision => "decision",
@@ -185,6 +205,43 @@ pub fn fix_hint(reason: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn microsofts_referral_of_an_engagement_finds_the_partners_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cosell_embedded::Db::open(dir.path().join("s.db")).unwrap();
+        let state = cosell_embedded::SqliteState::open(db, cosell_core::SystemClock).await.unwrap();
+        let ours = ReferralId::parse("5dd4dc44-2c1a-4e16-8478-f783ebe815de").unwrap();
+        let crm = CrmRef::parse("opportunity", "0b5e0c1a-0000-4000-8000-000000000001").unwrap();
+        let mut link = Link::new(Some(ours.clone()), Some(crm), Utc::now());
+        link.extra.insert(
+            link_extra::MICROSOFT.into(),
+            serde_json::json!({"id": "9a1b2c3d-0000-4000-8000-00000000msft", "etag": "\"e1\""}),
+        );
+        state.create_link(&link).await.unwrap();
+        let found = find_link(&state, "9a1b2c3d-0000-4000-8000-00000000msft", CrmKind::Dynamics).await.unwrap();
+        assert_eq!(found.and_then(|l| l.referral_id), Some(ours));
+    }
+
+    #[test]
+    fn a_closed_referral_whose_crm_side_moved_on_is_not_called_in_sync() {
+        let view = |stage, cents| {
+            serde_json::to_value(cosell_core::sync::DealView {
+                name: Some("Fabrikam".into()),
+                stage: Some(stage),
+                deal_value_cents: Some(cents),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let mut link = Link::new(None, None, Utc::now());
+        link.mark = SyncMark::Synced;
+        link.extra.insert(link_extra::SYNCED_PC.into(), view(cosell_core::sync::Stage::Won, 3_000_000));
+        link.extra.insert(link_extra::SYNCED_CRM.into(), view(cosell_core::sync::Stage::Active, 9_999_900));
+        assert_eq!(state_words(&link), "closed in Partner Center (Won): CRM changes are no longer synced");
+        link.extra.insert(link_extra::SYNCED_CRM.into(), view(cosell_core::sync::Stage::Won, 3_000_000));
+        assert_eq!(state_words(&link), "✔ in sync (closed in Partner Center: Won)");
+    }
 
     #[test]
     fn common_failures_get_a_fix_in_plain_words() {

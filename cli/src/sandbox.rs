@@ -92,7 +92,8 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create the sandbox directory {}", opts.dir.display()))?;
-    // A fresh demo every time: the simulators start empty.
+    // A fresh demo every time: the simulators start empty, so a kept store would name records
+    // that no longer exist. The banner says so.
     for f in ["sandbox.db", "sandbox.db-wal", "sandbox.db-shm"] {
         let _ = std::fs::remove_file(opts.dir.join(f));
     }
@@ -341,7 +342,7 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
 /// Prints where everything is.
 pub fn banner(s: &Sandbox, dir: &Path) -> String {
     format!(
-        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {}\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {} (reset at every start: the simulators keep nothing between runs)\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
         s.schema,
         s.status_url,
         s.webhook_url,

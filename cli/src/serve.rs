@@ -12,13 +12,29 @@ use tokio::net::TcpListener;
 
 use crate::{config, ops, page, runner, stack, with_backend};
 
-/// Logs to stderr: warnings by default (the sandbox prints its own banner), debug with `-v`,
-/// or whatever `RUST_LOG` says. No secret or personal data is ever logged by the handlers.
-pub fn init_logs(verbose: bool) {
-    let default = if verbose { "info,cosell=debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Logs to stderr, never into a command's output: the long-running commands (`sandbox`, `run`,
+/// `sim`) log warnings, the one-shot operations nothing (they say what went wrong themselves); `-v`
+/// adds info and the connector's debug logs; `RUST_LOG` overrides both. Colour only on a terminal.
+/// No secret or personal data is ever logged by the handlers.
+pub fn init_logs(verbose: bool, long_running: bool) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(verbose, long_running, std::env::var("RUST_LOG").ok().as_deref()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The filter `init_logs` uses.
+pub fn log_filter(verbose: bool, long_running: bool, rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let default = match (verbose, long_running) {
+        (true, _) => "info,cosell=debug",
+        (false, true) => "warn",
+        (false, false) => "off",
+    };
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default))
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM (a service manager stopping us). The handlers are installed when this
@@ -60,7 +76,7 @@ pub enum SimKind {
     Salesforce,
 }
 
-pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
+pub async fn sim(which: SimKind, port: u16, ca_file: &std::path::Path) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     let clock = Arc::new(SystemClock);
     match which {
@@ -72,15 +88,27 @@ pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
             })
             .await
             .map_err(|e| anyhow::anyhow!("the Partner Center simulator did not start on port {port}: {e}"))?;
+            // Webhook deliveries are signed with a certificate the simulator's test CA issued: a
+            // `cosell run` pointed at it must trust that CA, so it is written where the config can name it.
+            if let Some(dir) = ca_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(ca_file, sim.ca_certificate_der())
+                .with_context(|| format!("cannot write the test CA certificate to {}", ca_file.display()))?;
+            let tls = url::Url::parse(sim.tls_base_url())?;
             ops::say(&format!(
-                "Partner Center simulator on {} (HTTPS {})\n  token endpoint {}\n  client id {} / secret {}\n  user {} / {}\nCtrl-C to stop.",
+                "Partner Center simulator on {} (HTTPS {})\n  token endpoint {}\n  client id {} / secret {}\n  user {} / {}\n  test CA certificate {}\n    for cosell run: [webhook] simulator_ca_file = \"{}\", allowed_cert_hosts = [\"{}\"], allowed_cert_ports = [{}]\nCtrl-C to stop.",
                 sim.base_url(),
                 sim.tls_base_url(),
                 sim.token_url("common"),
                 pcsim::DEFAULT_CLIENT_ID,
                 pcsim::DEFAULT_CLIENT_SECRET,
                 pcsim::DEFAULT_USERNAME,
-                pcsim::DEFAULT_PASSWORD
+                pcsim::DEFAULT_PASSWORD,
+                ca_file.display(),
+                std::path::absolute(ca_file).unwrap_or_else(|_| ca_file.to_path_buf()).display(),
+                tls.host_str().unwrap_or("127.0.0.1"),
+                tls.port_or_known_default().unwrap_or(443),
             ));
             stop.await;
             sim.shutdown();

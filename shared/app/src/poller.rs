@@ -12,7 +12,7 @@ use cosell_core::ports::queue::{MessageQueue, QueueError};
 use cosell_core::ports::state::{CursorStore, LinkStore, StateError, SyncMark};
 use cosell_core::referral::Referral;
 
-use crate::work::{Arrival, WorkItem};
+use crate::work::{Arrival, SWEEP_SOURCE, WorkItem};
 
 pub const CRM_FEED_CURSOR: &str = "crm-feed";
 pub const TICK_CURSOR: &str = "poll-tick";
@@ -54,6 +54,17 @@ pub struct SweepOutcome {
     pub differing: Vec<String>,
     /// CRM records that failed validation and were never shared, enqueued to be checked again.
     pub retried: Vec<String>,
+    /// Referrals whose reconciliation message failed and was left to this sweep, enqueued again.
+    pub rechecked: Vec<String>,
+}
+
+/// What the sweep's state scan found to check again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rechecks {
+    /// CRM records that failed validation and were never shared (their keys).
+    pub unshared: Vec<String>,
+    /// Referrals whose reconciliation message failed and was left to this sweep (their ids).
+    pub referrals: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,8 +157,17 @@ where
         let started = self.clock.now();
         let mut outcome =
             sweep(self.pc, self.state, self.pc_queue, since - self.settings.overlap, false, |_| {}).await?;
-        outcome.retried =
-            retry_unshared_failures(self.state, self.crm_queue, &started.timestamp().to_string(), false).await?;
+        let found = rechecks(
+            self.state,
+            self.crm_queue,
+            Some(self.pc_queue),
+            &started.timestamp().to_string(),
+            Some(started),
+            false,
+        )
+        .await?;
+        outcome.retried = found.unshared;
+        outcome.rechecked = found.referrals;
         let current = self.state.cursor(SWEEP_CURSOR).await?;
         self.state.put_cursor(SWEEP_CURSOR, &started.to_rfc3339(), current.map(|c| c.version)).await?;
         Ok(outcome)
@@ -158,36 +178,89 @@ where
 /// what fixes them (the account's country, a contact, a solution) is often a change to a related
 /// record, which does not change the opportunity and so never shows in the change feed. Without this
 /// the seller would have to "touch" the opportunity — the Power Automate connectors' "minor update".
-/// The cost is a state-store scan and one sync per failed deal, not per deal. `tag` makes each
-/// retry a new message for the queue's deduplication. Returns the CRM record keys (enqueued unless
-/// `dry_run`).
+/// The same scan re-enqueues the pairs whose reconciliation message failed and was left to this
+/// sweep instead of the dead-letter queue (`worker::RECHECK`). The cost is a state-store scan and
+/// one sync per such pair, not per deal. `tag` makes each retry a new message for the queue's
+/// deduplication. Returns the CRM record keys (enqueued unless `dry_run`).
 pub async fn retry_unshared_failures<S: LinkStore, Q: MessageQueue>(
     state: &S,
     crm_queue: &Q,
     tag: &str,
     dry_run: bool,
 ) -> Result<Vec<String>, PollError> {
-    let mut retried = Vec::new();
+    Ok(rechecks(state, crm_queue, None::<&Q>, tag, None, dry_run).await?.unshared)
+}
+
+/// The sweep's state scan: unshared failures to `crm_queue` and, with `pc_queue`, the referrals
+/// left to this sweep (`changed_at` their message's change time, for latency).
+pub async fn rechecks<S: LinkStore, Q: MessageQueue, Q1: MessageQueue>(
+    state: &S,
+    crm_queue: &Q,
+    pc_queue: Option<&Q1>,
+    tag: &str,
+    changed_at: Option<DateTime<Utc>>,
+    dry_run: bool,
+) -> Result<Rechecks, PollError> {
+    let mut found = Rechecks::default();
     let mut after: Option<String> = None;
     loop {
         let page = state.list_links(after.as_deref(), 100).await?;
-        let mut messages = Vec::new();
+        let (mut to_crm, mut to_pc) = (Vec::new(), Vec::new());
         for link in &page.items {
+            if let (Some(id), Some(_)) = (&link.referral_id, pc_queue)
+                && link.extra.contains_key(crate::worker::RECHECK)
+            {
+                to_pc.push(WorkItem::referral(id.clone(), SWEEP_SOURCE, changed_at).to_message());
+                found.referrals.push(id.to_string());
+                continue;
+            }
             let (None, Some(record), SyncMark::Failed(_)) = (&link.referral_id, &link.crm, &link.mark) else {
                 continue;
             };
             let item = WorkItem::crm(record.clone(), Some(format!("retry@{tag}")));
-            messages.push(item.to_message());
-            retried.push(record.key());
+            to_crm.push(item.to_message());
+            found.unshared.push(record.key());
         }
         if !dry_run {
-            crm_queue.send_batch(&messages).await?;
+            crm_queue.send_batch(&to_crm).await?;
+            if let Some(q) = pc_queue {
+                q.send_batch(&to_pc).await?;
+            }
         }
         match page.next {
             Some(n) => after = Some(n),
-            None => return Ok(retried),
+            None => return Ok(found),
         }
     }
+}
+
+/// Microsoft's side of an engagement has no link of its own: it is part of the pair of the
+/// partner's referral in the same engagement, whose link keeps the eTag of Microsoft's side as last
+/// synced. It differs when that pair has no link yet or Microsoft's side changed since (Microsoft
+/// accepting, its CRM id); the sync of it then goes through the partner's referral. The partner's
+/// referral is usually on the same page (both change together); otherwise one engagement query.
+async fn microsoft_side_differs<P: PartnerCenter, S: LinkStore>(
+    pc: &P,
+    state: &S,
+    microsoft: &Referral,
+    page: &[Referral],
+) -> Result<bool, PollError> {
+    let Some(engagement) = &microsoft.engagement_id else { return Ok(false) };
+    let partners = |rs: &[Referral]| {
+        rs.iter()
+            .find(|o| !o.is_microsoft_side() && o.engagement_id.as_ref() == Some(engagement))
+            .and_then(|o| o.id.clone())
+    };
+    let partner = match partners(page) {
+        Some(id) => Some(id),
+        None => partners(&pc.list_referrals(&ReferralQuery::engagement(engagement), None).await?.items),
+    };
+    let Some(partner) = partner else { return Ok(false) };
+    let etag = microsoft.etag.as_ref().map(|e| e.as_str().to_owned());
+    Ok(state
+        .link_by_referral(&partner)
+        .await?
+        .is_none_or(|l| cosell_core::sync::plan::link_extra::microsoft(&l).is_none_or(|(_, e)| e != etag)))
 }
 
 fn updated(r: &Referral) -> Option<DateTime<Utc>> {
@@ -228,10 +301,8 @@ where
             }
             outcome.referrals_seen += 1;
             let Some(id) = r.id.clone() else { continue };
-            // Microsoft's side of an engagement has no link of its own; a change there (Microsoft
-            // accepting, its CRM id) is synced through the partner's referral.
             let differs = if r.is_microsoft_side() {
-                true
+                microsoft_side_differs(pc, state, r, &page.items).await?
             } else {
                 state
                     .link_by_referral(&id)
@@ -240,7 +311,7 @@ where
             };
             if differs {
                 outcome.differing.push(id.to_string());
-                messages.push(WorkItem::referral(id, "reconciliation", updated(r)).to_message());
+                messages.push(WorkItem::referral(id, SWEEP_SOURCE, updated(r)).to_message());
             }
         }
         progress(outcome.referrals_seen);

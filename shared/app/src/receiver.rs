@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,8 +64,19 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 async fn receive<Q: MessageQueue, D: DedupStore>(
     State(r): State<Receiver<Q, D>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // A body axum refuses to buffer (over its 2 MiB limit, or cut off) gets the same JSON refusal
+    // as every other bad delivery, not axum's plain-text one.
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
+            tracing::warn!(reason = error, status = status.as_u16(), "delivery rejected");
+            return answer(status, json!({ "error": error, "detail": rejection.body_text() }));
+        }
+    };
     let delivered = match r.verifier.verify(&headers, &body).await {
         Ok(d) => d,
         Err(rejection) => {

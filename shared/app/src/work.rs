@@ -7,6 +7,9 @@ use cosell_core::ports::queue::OutgoingMessage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The `source` of the reconciliation sweep's messages.
+pub const SWEEP_SOURCE: &str = "reconciliation";
+
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -8,7 +8,14 @@
 //! | throttled / transient / raced   | `Retry` after `Retry-After` if given         |
 //! | credentials, roles, budget      | `Retry` after a long delay (and logged loud) |
 //! | unparseable body (poison)       | `Fail`: left to SQS, dead-lettered after N receives |
+//! | a sweep's message for a linked pair, retryable | link marked for the next sweep, `Done` |
 //! | relayed Salesforce change event | its records re-sent as work items (`relay`), then `Done`; `Retry` if the queue refused |
+//!
+//! A reconciliation message is a sweep's guess that a pair differs, not an event: dead-lettered after
+//! an outage, it would sit in the DLQ (and keep its alarm red) though the pair's own event, redriven,
+//! synced it long ago. So a retryable failure of one whose pair is linked marks the link
+//! ([`RECHECK`]); the next sweep enqueues it again (`poller::retry_unshared_failures`), and a
+//! successful sync clears the mark. Nothing is lost and nothing waits in the DLQ for a healthy deal.
 //!
 //! In a batch, a failed message holds back the later messages of its group, so that a record's
 //! changes are never applied out of order.
@@ -17,13 +24,17 @@ use std::time::Duration;
 
 use cosell_core::clock::Clock;
 use cosell_core::crm::{CrmPort, SALESFORCE_CALL_OPTIONS_CLIENT};
+use cosell_core::ids::ReferralId;
 use cosell_core::ports::partner_center::PartnerCenter;
 use cosell_core::ports::queue::MessageQueue;
-use cosell_core::ports::state::{AuditLog, LinkStore};
+use cosell_core::ports::state::{AuditLog, Link, LinkStore};
 use cosell_core::sync::{SyncError, Syncer};
 
 use crate::relay::{Expansion, OwnWrites, RelayedEvent, is_relayed_event};
-use crate::work::WorkItem;
+use crate::work::{SWEEP_SOURCE, WorkItem};
+
+/// The link key of a pair whose reconciliation message failed and was left to the next sweep.
+pub const RECHECK: &str = "recheck_at";
 
 /// What to do with a message after handling it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +82,28 @@ where
         WorkItem::Referral { id, .. } => syncer.sync_referral(id).await,
         WorkItem::Crm { record, .. } => syncer.sync_crm(record).await,
     };
+    let swept = match &item {
+        WorkItem::Referral { id, source, .. } if source == SWEEP_SOURCE => Some(id),
+        _ => None,
+    };
+    if let (Err(e @ (SyncError::Retry { .. } | SyncError::Blocked { .. })), Some(id)) = (&result, swept)
+        && leave_to_next_sweep(syncer, id).await
+    {
+        tracing::info!(error = %e, "reconciliation message not synced now; the next sweep enqueues it again");
+        return Disposition::Done;
+    }
     match result {
         Ok(outcome) => {
             tracing::info!(writes = outcome.api_writes, summary = %outcome.summary, "synced");
+            if let Some(link) = outcome.link.as_ref().filter(|l| l.extra.contains_key(RECHECK)) {
+                let mut next = link.clone();
+                next.extra.remove(RECHECK);
+                // Lost to a concurrent write: the next sweep enqueues it once more, finds it in sync.
+                let _ = syncer.state.update_link(link, &next).await;
+            }
             Disposition::Done
         }
+
         Err(SyncError::Permanent { reason }) => {
             tracing::warn!(%reason, "permanent failure: audited and marked, message deleted");
             Disposition::Done
@@ -89,6 +117,24 @@ where
             Disposition::Retry { after, reason }
         }
     }
+}
+
+/// Marks the referral's link for the next sweep; false when there is no link to mark (a pair never
+/// synced keeps the queue's retry and dead-letter policy) or the mark could not be written.
+async fn leave_to_next_sweep<P, C, S, K>(syncer: &Syncer<P, C, S, K>, id: &ReferralId) -> bool
+where
+    P: PartnerCenter,
+    C: CrmPort,
+    S: LinkStore + AuditLog,
+    K: Clock,
+{
+    let Ok(Some(link)) = syncer.state.link_by_referral(id).await else { return false };
+    if link.extra.contains_key(RECHECK) {
+        return true;
+    }
+    let mut next: Link = link.clone();
+    next.extra.insert(RECHECK.into(), serde_json::Value::String(syncer.clock.now().to_rfc3339()));
+    syncer.state.update_link(&link, &next).await.is_ok()
 }
 
 /// A Salesforce change event relayed by EventBridge (`relay`): its records become work items on

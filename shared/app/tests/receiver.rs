@@ -133,6 +133,27 @@ async fn forged_unsigned_oversized_and_mistyped_deliveries_are_refused_and_queue
 }
 
 #[tokio::test]
+async fn a_body_over_the_buffer_limit_is_refused_with_the_same_json_as_every_other_refusal() {
+    let rig = rig().await;
+    for size in [2 * 1024 * 1024 + 1, 3 * 1024 * 1024] {
+        let body = vec![b' '; size];
+        let sig = rig.sim.sign(&body);
+        let response = rig.app.clone().oneshot(request(&rig, body, Some(sig), "application/json")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{size} bytes");
+        assert_eq!(
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{size} bytes"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON body");
+        assert_eq!(json["error"], "body_too_large", "{json}");
+        assert!(json["detail"].as_str().is_some_and(|d| !d.is_empty()), "{json}");
+    }
+    assert!(queued(&rig).await.is_empty());
+}
+
+#[tokio::test]
 async fn test_and_unknown_events_are_acknowledged_without_queueing() {
     let rig = rig().await;
     for (name, expected) in [("test-created", "test event received"), ("customer-created", "ignored")] {

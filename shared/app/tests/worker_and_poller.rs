@@ -9,9 +9,9 @@ use cosell_core::crm::{CosellFields, CrmKind, DealState, OpportunityFields};
 use cosell_core::fakes::{Crash, InMemoryCrm, InMemoryPartnerCenter, InMemoryQueue, InMemoryState};
 use cosell_core::ids::{CrmRef, ReferralId};
 use cosell_core::ports::partner_center::PartnerCenterError;
-use cosell_core::ports::queue::MessageQueue;
+use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue};
 use cosell_core::ports::state::{AuditLog, AuditSubject, CursorStore, LinkStore};
-use cosell_core::referral::{Lifecycle, Referral};
+use cosell_core::referral::{Lifecycle, PatchOp, Referral, ReferralTarget, ReferralType};
 use cosell_core::sync::{SyncConfig, Syncer};
 use cosell_core::{Clock, ManualClock};
 
@@ -245,4 +245,114 @@ async fn a_deal_fixed_on_its_account_is_shared_at_the_next_sweep_without_touchin
     w.clock.advance(chrono::Duration::minutes(10));
     let next = poller.poll_once().await.unwrap();
     assert!(next.sweep.map(|s| s.retried.is_empty()).unwrap_or(true));
+}
+
+/// An inbound co-sell engagement: the partner's referral and Microsoft's, in one engagement.
+fn inbound_cosell(w: &World, name: &str) -> (Referral, Referral) {
+    let ours = w.pc.seed(Referral {
+        name: Some(name.into()),
+        status: Some(Lifecycle::NewPending.status()),
+        substatus: Some(Lifecycle::NewPending.substatus()),
+        referral_type: Some(ReferralType::Shared),
+        ..Referral::default()
+    });
+    let microsoft = w.pc.seed(Referral {
+        name: Some(name.into()),
+        engagement_id: ours.engagement_id.clone(),
+        status: Some(Lifecycle::ActiveAccepted.status()),
+        substatus: Some(Lifecycle::ActiveAccepted.substatus()),
+        referral_type: Some(ReferralType::Shared),
+        target: Some(vec![ReferralTarget::microsoft()]),
+        ..Referral::default()
+    });
+    (ours, microsoft)
+}
+
+#[tokio::test]
+async fn the_sweep_treats_microsofts_referral_as_part_of_its_synced_pair() {
+    let w = world();
+    let pcq = InMemoryQueue::new(5);
+    let (ours, microsoft) = inbound_cosell(&w, "co-sell");
+    let microsoft_id = microsoft.id.clone().unwrap();
+    let since = w.clock.now() - chrono::Duration::hours(1);
+    // Not synced yet: the partner's referral differs, and Microsoft's side with it.
+    let before = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert!(before.differing.contains(&ours.id.clone().unwrap().to_string()), "{before:?}");
+    w.syncer.sync_referral(ours.id.as_ref().unwrap()).await.unwrap();
+
+    let synced = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert_eq!(synced.referrals_seen, 2);
+    assert!(synced.differing.is_empty(), "a synced engagement differs in nothing: {synced:?}");
+
+    // Microsoft changes its side: that differs once, and its sync clears it.
+    w.clock.advance(chrono::Duration::minutes(1));
+    // A change outside the synced fields: a new eTag, nothing to write.
+    w.pc.edit(microsoft_id.as_str(), &[PatchOp::replace("/status", Lifecycle::ActiveAccepted.status().as_str())]);
+    let changed = sweep(&w.pc, &w.state, &pcq, since, false, |_| {}).await.unwrap();
+    assert_eq!(changed.differing, [microsoft_id.to_string()]);
+    let m = pcq.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    let batch: Vec<Incoming> = m
+        .into_iter()
+        .map(|m| Incoming { message_id: m.message_id, group_id: m.group_id, body: m.body, receive_count: 1 })
+        .collect();
+    assert_eq!(handle_batch(&w.syncer, &pcq, &batch).await, [Disposition::Done]);
+    let after = sweep(&w.pc, &w.state, &pcq, since, true, |_| {}).await.unwrap();
+    assert!(after.differing.is_empty(), "cleared after one sync: {after:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_message_for_a_synced_pair_that_fails_is_left_to_the_next_sweep_not_dead_lettered() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(2), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 1, ..PollerSettings::default() };
+    let poller = w.poller(&pcq, &crmq, &settings);
+    let deal = inbound(&w, "synced before the outage");
+    let id = deal.id.clone().unwrap();
+    w.syncer.sync_referral(&id).await.unwrap();
+    // Microsoft's seller changes the deal while the connector cannot reach Partner Center.
+    w.clock.advance(chrono::Duration::minutes(1));
+    w.pc.edit(id.as_str(), &[PatchOp::replace("/name", "changed during the outage")]);
+    let tick = poller.poll_once().await.unwrap();
+    assert_eq!(tick.sweep.as_ref().map(|s| s.differing.clone()), Some(vec![id.to_string()]));
+    // Receives, handles and deletes what is done, as the runner does.
+    let work = |q: &InMemoryQueue| {
+        let q = q.clone();
+        let w = &w;
+        async move {
+            let got = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+            let batch: Vec<Incoming> = got
+                .iter()
+                .map(|m| Incoming {
+                    message_id: m.message_id.clone(),
+                    group_id: m.group_id.clone(),
+                    body: m.body.clone(),
+                    receive_count: m.receive_count,
+                })
+                .collect();
+            let out = handle_batch(&w.syncer, &q, &batch).await;
+            for (m, d) in got.iter().zip(&out) {
+                if *d == Disposition::Done {
+                    q.delete(&m.receipt).await.unwrap();
+                }
+            }
+            out
+        }
+    };
+    w.pc.fail_next(|| PartnerCenterError::Transient("connection refused".into()));
+    assert_eq!(work(&pcq).await, [Disposition::Done], "not left to die in the DLQ");
+    assert!(pcq.dead_letters(10).await.unwrap().is_empty());
+
+    // The next sweep enqueues it again though its change is older than the sweep's window, and
+    // once synced the pair is no longer re-enqueued.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let next = poller.poll_once().await.unwrap();
+    assert_eq!(next.sweep.as_ref().map(|s| s.rechecked.clone()), Some(vec![id.to_string()]), "{next:?}");
+    assert_eq!(work(&pcq).await, [Disposition::Done]);
+    assert_eq!(
+        w.crm.opportunities()[0].fields.name.as_deref().map(|n| n.contains("changed during the outage")),
+        Some(true)
+    );
+    w.clock.advance(chrono::Duration::minutes(10));
+    let after = poller.poll_once().await.unwrap();
+    assert!(after.sweep.is_some_and(|s| s.rechecked.is_empty() && s.differing.is_empty()));
 }

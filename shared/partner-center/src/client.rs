@@ -220,7 +220,13 @@ impl<B: ApiBudget> PartnerCenterClient<B> {
             let headers = resp.headers().clone();
             let body = resp.text().await.unwrap_or_default();
             let err = from_response(api, status, &headers, &body);
-            tracing::warn!(%request_id, %status, error = %err, "Partner Center call failed");
+            if matches!(err, PartnerCenterError::NotFound(_)) {
+                // Callers ask whether something exists (a webhook registration, a referral): a 404
+                // is their answer, not a failure; those that treat it as one say so.
+                tracing::debug!(%request_id, %status, error = %err, "Partner Center: not found");
+            } else {
+                tracing::warn!(%request_id, %status, error = %err, "Partner Center call failed");
+            }
             return Err(err);
         }
     }

@@ -199,8 +199,12 @@ fn problem(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Con
 impl SyncConfig {
     /// The defaults for a CRM.
     pub fn defaults(crm: CrmKind) -> Self {
+        let mut fields = CrmFieldMap::defaults(crm);
+        // Leads too (`cosell_only = false`): the leads the connector creates must be watched, or
+        // qualifying one in the CRM would go unnoticed.
+        fields.feed_leads = true;
         Self {
-            fields: CrmFieldMap::defaults(crm),
+            fields,
             check_mark: true,
             cosell_only: false,
             currencies: Vec::new(),
@@ -279,11 +283,27 @@ impl SyncConfig {
         if let Some(obj) = value.as_object_mut() {
             obj.entry("fields").or_insert_with(|| serde_json::json!({}));
         }
-        let config: SyncConfig = serde_json::from_value(value).map_err(|e| {
+        let feed_leads = value.get("fields").and_then(|f| f.get("feed_leads")).and_then(serde_json::Value::as_bool);
+        let mut config: SyncConfig = serde_json::from_value(value).map_err(|e| {
             let text = e.to_string();
             let key = text.split('`').nth(1).map(str::to_owned).unwrap_or_else(|| "(document)".into());
             problem(&key, text, "see the configuration reference in the README for the allowed keys and values")
         })?;
+        // The connector creates CRM leads unless `cosell_only`: it must then watch them (a lead
+        // qualified in the CRM is a change to sync). Unset, `feed_leads` follows; set against it,
+        // the combination is refused rather than silently ignoring every lead.
+        match feed_leads {
+            None => config.fields.feed_leads = !config.cosell_only,
+            Some(false) if !config.cosell_only => {
+                return Err(problem(
+                    "fields.feed_leads",
+                    "false while cosell_only = false: the connector creates CRM leads from Partner Center leads \
+                     but would never see them qualified or edited",
+                    "remove feed_leads (it follows cosell_only), or set cosell_only = true to create no leads",
+                ));
+            }
+            Some(_) => {}
+        }
         config.validate()?;
         Ok(config)
     }
@@ -399,6 +419,20 @@ mod tests {
         assert_eq!(c.country.stored_as, CountryStorage::Name);
         assert_eq!(c.conflicts.policy(SyncField::Notes), ConflictPolicy::PcWins);
         assert_eq!(c.conflicts.policy(SyncField::Name), ConflictPolicy::Newest);
+    }
+
+    #[test]
+    fn a_configuration_that_creates_leads_also_watches_them() {
+        for crm in [CrmKind::Dynamics, CrmKind::Salesforce] {
+            assert!(SyncConfig::defaults(crm).fields.feed_leads, "{crm:?} defaults create leads");
+        }
+        let leads_too = SyncConfig::from_toml("[fields]\ncrm = \"dynamics\"\n").unwrap();
+        assert!(!leads_too.cosell_only && leads_too.fields.feed_leads);
+        let cosell_only = SyncConfig::from_toml("cosell_only = true\n[fields]\ncrm = \"salesforce\"\n").unwrap();
+        assert!(!cosell_only.fields.feed_leads, "no leads created, none watched by default");
+        let refused = SyncConfig::from_toml("[fields]\ncrm = \"dynamics\"\nfeed_leads = false\n").unwrap_err();
+        assert_eq!(refused.key, "fields.feed_leads");
+        assert!(refused.problem.contains("cosell_only = false") && refused.fix.contains("cosell_only = true"));
     }
 
     #[test]

@@ -764,6 +764,15 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             next.pc_etag = r.etag.as_ref().map(|e| e.as_str().to_owned());
             next.engagement_id = r.engagement_id.as_ref().map(|e| e.as_str().to_owned());
         }
+        if let Some(m) = cx.loaded.microsoft.as_ref().filter(|m| m.id.is_some()) {
+            next.extra.insert(
+                link_extra::MICROSOFT.into(),
+                serde_json::json!({
+                    "id": m.id.as_ref().map(|i| i.as_str()),
+                    "etag": m.etag.as_ref().map(|e| e.as_str()),
+                }),
+            );
+        }
         if let Some(s) = &cx.loaded.crm {
             let view = keep(DealView::of_crm(s, &self.config), link_extra::SYNCED_CRM);
             next.crm_fingerprint = Some(view.fingerprint());

@@ -181,9 +181,26 @@ pub mod link_extra {
     pub const SYNCED_CRM: &str = "synced_crm";
     pub const INTENT: &str = "intent";
     pub const CREATE_REFERRAL: &str = "create_referral";
+    /// Microsoft's referral of a co-sell engagement as last synced: `{"id", "etag"}`. It has no link
+    /// of its own; the sweep and `cosell status` find the pair through it.
+    pub const MICROSOFT: &str = "microsoft";
 
     pub fn view(link: &Link, key: &str) -> Option<DealView> {
         link.extra.get(key).and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// The id and eTag of Microsoft's referral of the pair's engagement, as last synced.
+    pub fn microsoft(link: &Link) -> Option<(String, Option<String>)> {
+        let v = link.extra.get(MICROSOFT)?;
+        let id = v.get("id").and_then(|v| v.as_str())?.to_owned();
+        Some((id, v.get("etag").and_then(|v| v.as_str()).map(str::to_owned)))
+    }
+
+    /// Whether the link already holds the eTags of both Partner Center referrals of the pair.
+    pub fn etags_current(link: &Link, referral: &Referral, microsoft: Option<&Referral>) -> bool {
+        let etag = |r: &Referral| r.etag.as_ref().map(|e| e.as_str().to_owned());
+        link.pc_etag == etag(referral)
+            && microsoft.is_none_or(|m| self::microsoft(link).is_some_and(|(_, e)| e == etag(m)))
     }
 
     pub fn intent(link: &Link) -> Option<&str> {

@@ -44,9 +44,16 @@ pub(super) fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) ->
             && l.crm.is_some()
     });
     if in_sync {
-        return Plan::nothing(
+        let mut plan = Plan::nothing(
             "already in sync: neither side changed since the last sync (or this is the echo of our own write)",
         );
+        // A change Partner Center made outside the synced fields (Microsoft accepting its side, a
+        // new eTag) changes nothing to write, but the link must learn the new eTags: otherwise the
+        // reconciliation sweep finds the pair "different from its last sync" on every sweep.
+        if let Some(l) = link.filter(|l| !link_extra::etags_current(l, r, input.microsoft)) {
+            plan.steps.push(Step::SaveLink { mark: l.mark.clone(), pending: Vec::new() });
+        }
+        return plan;
     }
     let synced_pc = link.and_then(|l| link_extra::view(l, link_extra::SYNCED_PC));
     let synced_crm = link.and_then(|l| link_extra::view(l, link_extra::SYNCED_CRM));
@@ -188,6 +195,15 @@ pub(super) fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) ->
     if !crm_field_writes.is_empty() || (mark_wrong && (mark_failed || !to_pc.is_empty() || !steps.is_empty())) {
         steps.insert(0, crm_update(s, &pc, &crm_field_writes, config, mark_failed));
     }
+    if let Some(reason) = &blocked_stage {
+        // The ✔ the update above would restore is wrong now; with no field to write it goes.
+        if crm_field_writes.is_empty()
+            && matches!(steps.first(), Some(Step::UpdateOpportunity { .. } | Step::UpdateLead { .. }))
+        {
+            steps.remove(0);
+        }
+        mark_not_synced(&mut steps, s, config, reason);
+    }
     if to_crm.contains(&SyncField::Solutions)
         && let CrmSnapshot::Opportunity { solutions, .. } = s
     {
@@ -282,7 +298,12 @@ pub(super) fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) ->
         if write_back {
             parts.push(format!("to Partner Center: the CRM id {crm_id} (externalReferenceId)"));
         }
-        if parts.is_empty() { "status change synced".to_owned() } else { format!("Synced {}.", parts.join("; ")) }
+        match (&blocked_stage, parts.is_empty()) {
+            (Some(reason), true) => format!("Not synced: {reason}"),
+            (Some(reason), false) => format!("Synced {}. Not synced: {reason}", parts.join("; ")),
+            (None, true) => "status change synced".to_owned(),
+            (None, false) => format!("Synced {}.", parts.join("; ")),
+        }
     };
     match blocked_stage {
         Some(reason) => steps.push(Step::SaveLink { mark: SyncMark::Failed(reason), pending: vec![SyncField::Stage] }),
@@ -330,6 +351,55 @@ fn resolve(
         detail: json!({ "field": field, "policy": policy, "pc": pc.show(field), "crm": crm.show(field) }),
     });
     flow
+}
+
+/// A change that could not be synced (a lead qualified without revenue) marks the CRM record ✘ with
+/// "Not synced: …", as a failed validation does, instead of leaving the ✔ and "Synced" of the last
+/// sync: folded into the plan's CRM update if there is one, else its own, unless it already says so.
+fn mark_not_synced(steps: &mut Vec<Step>, s: &CrmSnapshot, config: &SyncConfig, reason: &str) {
+    let name_now = s.stored_name().unwrap_or_default();
+    let status = format!("Not synced: {reason}");
+    let (current_status, current_audit) = match s {
+        CrmSnapshot::Opportunity { record, .. } => (&record.fields.cosell.sync_status, &record.fields.cosell.audit),
+        CrmSnapshot::Lead(l) => (&l.fields.cosell.sync_status, &l.fields.cosell.audit),
+    };
+    let existing = steps.iter_mut().find_map(|step| match step {
+        Step::UpdateOpportunity { fields, .. } => Some((&mut fields.name, &mut fields.cosell)),
+        Step::UpdateLead { fields, .. } => Some((&mut fields.topic, &mut fields.cosell)),
+        _ => None,
+    });
+    let base = |name: &Option<String>| strip_mark(name.as_deref().unwrap_or(name_now)).to_owned();
+    if let Some((name, cosell)) = existing {
+        let want = marked(&base(name), config, false);
+        *name = (want != name_now).then_some(want);
+        cosell.sync_status = Some(status);
+        cosell.audit = Some(reason.to_owned());
+        return;
+    }
+    let want = marked(&base(&None), config, false);
+    if want == name_now
+        && current_status.as_deref() == Some(status.as_str())
+        && current_audit.as_deref() == Some(reason)
+    {
+        return;
+    }
+    let cosell = CosellFields { sync_status: Some(status), audit: Some(reason.to_owned()), ..Default::default() };
+    let name = (want != name_now).then_some(want);
+    steps.insert(
+        0,
+        match s {
+            CrmSnapshot::Opportunity { record, .. } => Step::UpdateOpportunity {
+                id: record.id.clone(),
+                expected_version: Some(record.meta.version.clone()),
+                fields: OpportunityFields { name, cosell, ..Default::default() },
+            },
+            CrmSnapshot::Lead(l) => Step::UpdateLead {
+                id: l.id.clone(),
+                expected_version: Some(l.meta.version.clone()),
+                fields: LeadFields { topic: name, cosell, ..Default::default() },
+            },
+        },
+    );
 }
 
 fn crm_update(s: &CrmSnapshot, pc: &DealView, fields: &[SyncField], config: &SyncConfig, clear_failure: bool) -> Step {
