@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_push;
 pub mod ops;
 pub mod page;
 pub mod report;
@@ -51,6 +52,12 @@ pub enum Command {
         /// Where the embedded store and the generated config live.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Poll only: do not register the CRM's push (Dataverse webhook) to the receiver.
+        #[arg(long)]
+        no_push: bool,
+        /// Seconds between poll ticks (default: 10 with push, where the poll is the safety net; 1 without).
+        #[arg(long)]
+        poll_secs: Option<f64>,
     },
     /// Run the connector in one process against the configured endpoints.
     Run(ConfigArg),
@@ -122,6 +129,16 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The CRM side: `cosell crm push enable|disable|show`.
+    Crm {
+        #[command(subcommand)]
+        action: crm_push::CrmAction,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
@@ -134,17 +151,16 @@ pub enum Command {
 /// Runs a command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Sandbox { crm, status_port, webhook_port, dir } => {
+        Command::Sandbox { crm, status_port, webhook_port, dir, no_push, poll_secs } => {
             let stop = serve::shutdown_signal();
             let dir = dir.unwrap_or_else(sandbox::default_dir);
-            let sb = sandbox::start(sandbox::Options {
-                crm,
-                webhook_port,
-                status_port,
-                dir: dir.clone(),
-                poll_interval: Duration::from_secs(1),
-                demo: true,
-            })
+            let push = if no_push { sandbox::CrmPush::Off } else { sandbox::CrmPush::On };
+            let default_poll = if push == sandbox::CrmPush::On { 10.0 } else { 1.0 };
+            let poll_interval = Duration::from_secs_f64(poll_secs.unwrap_or(default_poll).max(0.2));
+            let sb = sandbox::start_with(
+                sandbox::Options { crm, webhook_port, status_port, dir: dir.clone(), poll_interval, demo: true },
+                push,
+            )
             .await?;
             ops::say(&sandbox::banner(&sb, &dir));
             stop.await;
@@ -162,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
+        Command::Crm { action, config, json } => crm_push::crm(action, config.config.as_deref(), json).await,
         Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
     }
 }

@@ -25,7 +25,7 @@ pub fn say(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
-fn print_json(v: &serde_json::Value) {
+pub fn print_json(v: &serde_json::Value) {
     say(&serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
