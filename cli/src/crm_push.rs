@@ -19,16 +19,6 @@ use crate::config::{self, CrmChoice, Loaded};
 use crate::ops::{print_json, say};
 use crate::{runner, stack};
 
-/// `cosell crm …`.
-#[derive(Debug, Subcommand)]
-pub enum CrmAction {
-    /// CRM changes pushed to the connector (Dataverse webhook) instead of waiting for the poll.
-    Push {
-        #[command(subcommand)]
-        action: PushAction,
-    },
-}
-
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum PushAction {
     /// Register the webhook to the receiver (generates the shared secret when its file is missing).
@@ -110,9 +100,8 @@ fn describe(reg: &PushRegistration) -> String {
     out
 }
 
-/// Runs `cosell crm …`.
-pub async fn crm(action: CrmAction, path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
-    let CrmAction::Push { action } = action;
+/// Runs `cosell crm push …` (a `cosell crm` subcommand, beside `install`).
+pub async fn push(action: PushAction, path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
     let loaded = config::load(path)?;
     if loaded.settings.crm == CrmChoice::Salesforce {
         bail!(

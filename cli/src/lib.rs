@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 
 pub mod config;
 pub mod crm_push;
+pub mod crm_schema;
 pub mod ops;
 pub mod page;
+pub mod paths;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
@@ -129,10 +131,10 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// The CRM side: `cosell crm push enable|disable|show`.
+    /// The connector's own schema in the CRM: install (once, before the first sync), uninstall, export.
     Crm {
         #[command(subcommand)]
-        action: crm_push::CrmAction,
+        action: crm_schema::CrmAction,
         #[command(flatten)]
         config: ConfigArg,
         /// Output JSON.
@@ -153,7 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox { crm, status_port, webhook_port, dir, no_push, poll_secs } => {
             let stop = serve::shutdown_signal();
-            let dir = dir.unwrap_or_else(sandbox::default_dir);
+            let dir = dir.unwrap_or_else(paths::sandbox_dir);
             let push = if no_push { sandbox::CrmPush::Off } else { sandbox::CrmPush::On };
             let default_poll = if push == sandbox::CrmPush::On { 10.0 } else { 1.0 };
             let poll_interval = Duration::from_secs_f64(poll_secs.unwrap_or(default_poll).max(0.2));
@@ -178,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
-        Command::Crm { action, config, json } => crm_push::crm(action, config.config.as_deref(), json).await,
+        Command::Crm { action, config, json } => crm_schema::crm(action, config.config.as_deref(), json).await,
         Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
     }
 }

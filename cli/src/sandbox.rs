@@ -20,13 +20,12 @@ use crate::config::{
     CrmChoice, CrmPushSettings, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings,
     SecretSource, Settings, StatusPageSettings, StoreSettings, WebhookSettings,
 };
+use crate::paths::CONFIG_FILE;
 use crate::runner::{self, Running};
 use crate::{page, stack};
 
 /// Where the sandbox keeps its store and the config that operations find by default.
-pub fn default_dir() -> PathBuf {
-    PathBuf::from(".cosell").join("sandbox")
-}
+pub use crate::paths::sandbox_dir as default_dir;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -66,6 +65,8 @@ pub struct Sandbox {
     pub push_url: Option<String>,
     /// The demo's records: inbound referral ids, flagged CRM opportunity ids, the one missing its country.
     pub demo: Demo,
+    /// What `cosell crm install` created in the simulated CRM before anything else ran.
+    pub schema: String,
     running: Running,
     page: tokio::task::JoinHandle<()>,
     page_stop: tokio::sync::watch::Sender<bool>,
@@ -188,7 +189,7 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
         }),
         sync: None,
     };
-    let config_path = opts.dir.join("cosell.toml");
+    let config_path = opts.dir.join(CONFIG_FILE);
     let text = format!(
         "# Written by `cosell sandbox` for the operations commands (cosell status/audit/plan/…).\n\
          # The secrets below are the simulators' published test credentials, nothing real.\n{}",
@@ -209,6 +210,13 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
     let budget = stack::budget(state.clone());
     let pc_client = Arc::new(stack::partner_center(&loaded, budget.clone())?);
     let crm_client = Arc::new(stack::crm(&loaded, budget)?);
+    // The simulated CRM starts bare, as a partner's org does: the path a partner takes starts with
+    // `cosell crm install`.
+    let schema = match crate::crm_schema::install(&crm_client, false).await {
+        Ok(plan) => crate::crm_schema::describe(&plan, false),
+        Err(cosell_crm::schema::SchemaError::Unsupported(why)) => format!("cosell crm install: {why}"),
+        Err(e) => return Err(anyhow::Error::new(e).context("installing the connector's schema in the CRM simulator")),
+    };
     let parts = runner::Parts {
         pc: pc_client.clone(),
         crm: crm_client.clone(),
@@ -271,6 +279,7 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
         config_path,
         push_url,
         demo,
+        schema,
         running,
         page,
         page_stop,
@@ -376,7 +385,8 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
 /// Prints where everything is.
 pub fn banner(s: &Sandbox, dir: &Path) -> String {
     format!(
-        "Co-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  CRM changes              {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {}\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  CRM changes              {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {}\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        s.schema,
         s.status_url,
         s.webhook_url,
         match &s.push_url {

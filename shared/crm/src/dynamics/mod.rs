@@ -13,7 +13,7 @@
 
 mod auth;
 mod changes;
-mod errors;
+pub(crate) mod errors;
 pub mod push;
 mod query;
 mod write;
@@ -161,7 +161,8 @@ impl<B: ApiBudget> DynamicsCrm<B> {
     }
 
     /// One Web API call (charged), re-authenticating once on 401. Returns the response whatever its status.
-    async fn send_raw(
+    /// (Crate-visible for the schema installer, `schema::dynamics`.)
+    pub(crate) async fn send_raw(
         &self,
         method: Method,
         url: &str,
@@ -191,7 +192,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         .await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -203,7 +204,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         if resp.ok() { Ok(resp) } else { Err(error_of(&resp, what)) }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.api())
     }
 }

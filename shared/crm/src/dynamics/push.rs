@@ -122,12 +122,12 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         tables
     }
 
-    async fn get_json(&self, path: &str, what: &str) -> Result<Value, CrmError> {
+    async fn push_get_json(&self, path: &str, what: &str) -> Result<Value, CrmError> {
         self.send(Method::GET, &self.url(path), None, &[], (what, "")).await?.json()
     }
 
     async fn first_id(&self, path: &str, pk: &str, what: &str) -> Result<Option<String>, CrmError> {
-        let v = self.get_json(path, what).await?;
+        let v = self.push_get_json(path, what).await?;
         Ok(v.get("value")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
@@ -285,7 +285,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
 
     async fn steps_of(&self, endpoint: &str) -> Result<Vec<PushStep>, CrmError> {
         let v = self
-            .get_json(
+            .push_get_json(
                 &format!(
                     "sdkmessageprocessingsteps?$select=sdkmessageprocessingstepid,name,filteringattributes,statecode&$filter=_eventhandler_value eq {}",
                     row_id(endpoint)?
@@ -316,7 +316,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
     pub async fn webhook(&self) -> Result<Option<PushRegistration>, CrmError> {
         let Some(id) = self.endpoint_id().await? else { return Ok(None) };
         let v = self
-            .get_json(
+            .push_get_json(
                 &format!("serviceendpoints({})?$select=url,authtype,isauthvalueset", row_id(&id)?),
                 "serviceendpoint",
             )
@@ -336,7 +336,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         let Some(endpoint) = self.endpoint_id().await? else { return Ok(false) };
         for step in self.steps_of(&endpoint).await? {
             let images = self
-                .get_json(
+                .push_get_json(
                     &format!(
                         "sdkmessageprocessingstepimages?$select=sdkmessageprocessingstepimageid&$filter=_sdkmessageprocessingstepid_value eq {}",
                         row_id(&step.id)?

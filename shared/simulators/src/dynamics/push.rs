@@ -48,6 +48,17 @@ const MESSAGES: [(&str, &str); 3] = [
     ("Delete", "20bdbb1b-ea3e-db11-86a7-000a3a5473e8"),
 ];
 
+/// Object type codes of the registration tables (Dataverse's fixed system values).
+fn otc(logical: &str) -> i64 {
+    match logical {
+        "sdkmessage" => 4606,
+        "sdkmessagefilter" => 4607,
+        "sdkmessageprocessingstep" => 4608,
+        "sdkmessageprocessingstepimage" => 4615,
+        _ => 4618, // serviceendpoint
+    }
+}
+
 /// The webhook registration tables, beside the business tables.
 pub(super) fn tables() -> Vec<Table> {
     let t = |logical: &str, set: &str, pk: &str, columns: &[(&str, Ty)], lookups: Vec<(&str, &str, &str)>| Table {
@@ -69,6 +80,7 @@ pub(super) fn tables() -> Vec<Table> {
         states: vec![],
         money: false,
         fullname: false,
+        meta: super::schema::TableMeta::standard(logical, logical, set, otc(logical), Some("name")),
     };
     let mut steps = t(
         "sdkmessageprocessingstep",
@@ -317,7 +329,7 @@ impl Db {
                 continue; // Service Bus, Event Hub…: not simulated
             }
             let fault = self.faults.take_push(&logical);
-            let context = self.context(job, &logical, &step_id, s("name"));
+            let context = self.push_context(job, &logical, &step_id, s("name"));
             let auth = self.push.auth_values.get(&endpoint_id).cloned().unwrap_or_default();
             let request = request_of(&endpoint, &auth, &self.base_url, job, &logical, context);
             out.push(Delivery { request, fault, job_entity: logical.clone(), job_id: job.id.clone() });
@@ -327,7 +339,7 @@ impl Db {
 
     /// The `RemoteExecutionContext` of an asynchronous post-operation step (the shape of
     /// `use-webhooks.md`'s example).
-    fn context(&self, job: &Job, logical: &str, step_id: &str, step_name: Option<String>) -> Value {
+    fn push_context(&self, job: &Job, logical: &str, step_id: &str, step_name: Option<String>) -> Value {
         let t = &self.tables[&job.set];
         let row = &t.rows[&job.id];
         let reference = |id: &str, logical: &str| {
