@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod config;
 pub mod crm_push;
+pub mod crm_push_salesforce;
 pub mod crm_schema;
 pub mod ops;
 pub mod page;

@@ -234,7 +234,7 @@ async fn worker<P, C, S, Q>(
                 receive_count: m.receive_count,
             })
             .collect();
-        let dispositions = handle_batch(&syncer, &incoming).await;
+        let dispositions = handle_batch(&syncer, &queue, &incoming).await;
         let now = SystemClock.now();
         for (m, d) in messages.iter().zip(dispositions) {
             let item = WorkItem::parse(&m.body).ok();

@@ -105,7 +105,14 @@ fn each_function_has_exactly_the_permissions_its_code_needs() {
             .collect(),
         ),
         ("PcToCrmFunction", worker("PcEventsQueue")),
-        ("CrmToPcFunction", worker("CrmChangesQueue")),
+        (
+            "CrmToPcFunction",
+            // A relayed Salesforce change event's records go back on its own queue, one per record.
+            worker("CrmChangesQueue")
+                .into_iter()
+                .chain([grant("sqs:SendMessage", "!GetAtt CrmChangesQueue.Arn", &[])])
+                .collect(),
+        ),
         (
             "CrmPollerFunction",
             [
@@ -233,4 +240,56 @@ fn the_only_public_routes_are_the_signed_webhook_and_the_health_check() {
     // The API throttles, so that a flood of forged deliveries costs little.
     let api = &resources(&t)["WebhookApi"]["Properties"]["DefaultRouteSettings"];
     assert!(api["ThrottlingRateLimit"].as_u64().is_some_and(|r| r <= 100), "{api:?}");
+}
+
+#[test]
+fn salesforce_push_is_off_by_default_and_only_its_rule_may_send_to_crm_changes() {
+    let t = template();
+    let r = resources(&t);
+    // Empty parameter = no bus, rule or queue policy: the poll alone.
+    assert_eq!(t["Parameters"]["SalesforceEventSource"]["Default"], "");
+    let condition = format!("{:?}", t["Conditions"]["SalesforcePush"]);
+    assert!(
+        condition.contains("!Not") && condition.contains("!Equals") && condition.contains("SalesforceEventSource"),
+        "{condition}"
+    );
+    for name in ["SalesforceEventBus", "SalesforceChangeEventsRule", "SalesforceChangeEventsQueuePolicy"] {
+        assert_eq!(r[name]["Condition"], "SalesforcePush", "{name} exists only with push on");
+    }
+    // The partner event bus is the association: named as the source, matched to it.
+    let bus = &r["SalesforceEventBus"]["Properties"];
+    assert_eq!(show(&bus["Name"]), "!Ref SalesforceEventSource");
+    assert_eq!(show(&bus["EventSourceName"]), "!Ref SalesforceEventSource");
+    // The rule: on that bus, only the relay's change events of the synced objects, to crm-changes.
+    let rule = &r["SalesforceChangeEventsRule"]["Properties"];
+    assert_eq!(show(&rule["EventBusName"]), "!Ref SalesforceEventBus");
+    assert_eq!(
+        list(&rule["EventPattern"]["source"]).iter().map(|v| show(v)).collect::<Vec<_>>(),
+        ["!Ref SalesforceEventSource"]
+    );
+    let types: Vec<String> = list(&rule["EventPattern"]["detail-type"]).iter().map(|v| show(v)).collect();
+    assert_eq!(types, ["OpportunityChangeEvent", "LeadChangeEvent", "Microsoft_Solution__ChangeEvent"]);
+    let targets = list(&rule["Targets"]);
+    assert_eq!(targets.len(), 1, "one target: {targets:?}");
+    assert_eq!(show(&targets[0]["Arn"]), "!GetAtt CrmChangesQueue.Arn");
+    let group = targets[0]["SqsParameters"]["MessageGroupId"].as_str().expect("a FIFO target needs a group");
+    assert!(!group.is_empty() && group.len() <= 100, "{group}");
+    assert!(targets[0].get("RoleArn").is_none(), "SQS targets are authorised by the queue policy, not a role");
+    // The target sends no deduplication id: the queue must make one from the body.
+    assert_eq!(r["CrmChangesQueue"]["Properties"]["ContentBasedDeduplication"], true);
+    // The queue policy: EventBridge may send, to this queue, only for this rule.
+    let policy = &r["SalesforceChangeEventsQueuePolicy"]["Properties"];
+    assert_eq!(list(&policy["Queues"]).iter().map(|v| show(v)).collect::<Vec<_>>(), ["!Ref CrmChangesQueue"]);
+    let statements = list(&policy["PolicyDocument"]["Statement"]);
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    let s = statements[0];
+    assert_eq!(s["Effect"], "Allow");
+    assert_eq!(s["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(list(&s["Action"]).iter().map(|v| show(v)).collect::<Vec<_>>(), ["sqs:SendMessage"]);
+    assert_eq!(show(&s["Resource"]), "!GetAtt CrmChangesQueue.Arn");
+    assert_eq!(show(&s["Condition"]["ArnEquals"]["aws:SourceArn"]), "!GetAtt SalesforceChangeEventsRule.Arn");
+    // Nothing else in the stack grants a service principal access to the queues.
+    let policies: Vec<&str> =
+        r.iter().filter(|(_, v)| v["Type"] == "AWS::SQS::QueuePolicy").map(|(k, _)| k.as_str().unwrap()).collect();
+    assert_eq!(policies, ["SalesforceChangeEventsQueuePolicy"]);
 }

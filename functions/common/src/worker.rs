@@ -58,7 +58,7 @@ where
     let records = records(event);
     let incoming: Vec<Incoming> = records.iter().map(|r| r.incoming.clone()).collect();
     // On the heap: the sync engine's future is deep, and a Lambda main thread's stack is not.
-    let dispositions = Box::pin(handle_batch(syncer, &incoming)).await;
+    let dispositions = Box::pin(handle_batch(syncer, queue, &incoming)).await;
     let response = respond(queue, &records, &dispositions).await;
     tracing::info!(records = records.len(), failed = response.batch_item_failures.len(), "batch handled");
     response

@@ -3,7 +3,9 @@
 
 pub mod poller;
 pub mod push;
+pub mod push_salesforce;
 pub mod receiver;
+pub mod relay;
 pub mod work;
 pub mod worker;
 

@@ -8,6 +8,7 @@
 //! | throttled / transient / raced   | `Retry` after `Retry-After` if given         |
 //! | credentials, roles, budget      | `Retry` after a long delay (and logged loud) |
 //! | unparseable body (poison)       | `Fail`: left to SQS, dead-lettered after N receives |
+//! | relayed Salesforce change event | its records re-sent as work items (`relay`), then `Done`; `Retry` if the queue refused |
 //!
 //! In a batch, a failed message holds back the later messages of its group, so that a record's
 //! changes are never applied out of order.
@@ -15,11 +16,13 @@
 use std::time::Duration;
 
 use cosell_core::clock::Clock;
-use cosell_core::crm::CrmPort;
+use cosell_core::crm::{CrmPort, SALESFORCE_CALL_OPTIONS_CLIENT};
 use cosell_core::ports::partner_center::PartnerCenter;
+use cosell_core::ports::queue::MessageQueue;
 use cosell_core::ports::state::{AuditLog, LinkStore};
 use cosell_core::sync::{SyncError, Syncer};
 
+use crate::relay::{Expansion, OwnWrites, RelayedEvent, is_relayed_event};
 use crate::work::WorkItem;
 
 /// What to do with a message after handling it.
@@ -42,15 +45,20 @@ pub struct Incoming {
     pub receive_count: u32,
 }
 
-/// Handles one message.
+/// Handles one message; `queue` is the queue it came from, where a relayed change event's records
+/// go back as work items.
 #[tracing::instrument(skip_all, fields(message_id = %message.message_id, work))]
-pub async fn handle<P, C, S, K>(syncer: &Syncer<P, C, S, K>, message: &Incoming) -> Disposition
+pub async fn handle<P, C, S, K, Q>(syncer: &Syncer<P, C, S, K>, queue: &Q, message: &Incoming) -> Disposition
 where
     P: PartnerCenter,
     C: CrmPort,
     S: LinkStore + AuditLog,
     K: Clock,
+    Q: MessageQueue,
 {
+    if is_relayed_event(&message.body) {
+        return expand_relayed(syncer, queue, message).await;
+    }
     let item = match WorkItem::parse(&message.body) {
         Ok(item) => item,
         Err(e) => {
@@ -83,13 +91,73 @@ where
     }
 }
 
-/// Handles a batch in order; returns one disposition per message, in the same order.
-pub async fn handle_batch<P, C, S, K>(syncer: &Syncer<P, C, S, K>, messages: &[Incoming]) -> Vec<Disposition>
+/// A Salesforce change event relayed by EventBridge (`relay`): its records become work items on
+/// `queue`, each in its record's group, deduplicated on the change; the event itself is then done.
+/// Our own writes and events without usable record ids (overflow) are dropped here — the poll
+/// remains the safety net for anything an event does not name.
+async fn expand_relayed<P, C, S, K, Q>(syncer: &Syncer<P, C, S, K>, queue: &Q, message: &Incoming) -> Disposition
 where
     P: PartnerCenter,
     C: CrmPort,
     S: LinkStore + AuditLog,
     K: Clock,
+    Q: MessageQueue,
+{
+    let event = match RelayedEvent::parse(&message.body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, receives = message.receive_count, "poison message: not a Salesforce change event");
+            return Disposition::Fail { reason: format!("unparseable relayed event: {e}") };
+        }
+    };
+    let header = &event.detail.payload.header;
+    tracing::Span::current().record(
+        "work",
+        format!("{} {} {:?} (relayed)", header.change_type, header.entity_name, header.record_ids).as_str(),
+    );
+    // The integration user (cached by the adapter after the first call).
+    let me = match syncer.crm.whoami().await {
+        Ok(identity) => identity.user_id,
+        Err(e) => {
+            let reason = format!("cannot tell the connector's own writes without its CRM identity: {e}");
+            tracing::warn!(%reason, "relayed event held back");
+            return Disposition::Retry { after: None, reason };
+        }
+    };
+    let own = OwnWrites { user_id: Some(me.as_str()), client: SALESFORCE_CALL_OPTIONS_CLIENT };
+    match event.expand(&syncer.config.fields, &own) {
+        Expansion::Ignored(why) => {
+            tracing::info!(reason = %why, "relayed event: nothing to sync");
+            Disposition::Done
+        }
+        Expansion::Work(items) => {
+            let messages: Vec<_> = items.iter().map(WorkItem::to_message).collect();
+            match queue.send_batch(&messages).await {
+                Ok(()) => {
+                    tracing::info!(records = messages.len(), "relayed event: records queued");
+                    Disposition::Done
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relayed event: records not queued; retried");
+                    Disposition::Retry { after: None, reason: format!("could not queue the event's records: {e}") }
+                }
+            }
+        }
+    }
+}
+
+/// Handles a batch in order; returns one disposition per message, in the same order.
+pub async fn handle_batch<P, C, S, K, Q>(
+    syncer: &Syncer<P, C, S, K>,
+    queue: &Q,
+    messages: &[Incoming],
+) -> Vec<Disposition>
+where
+    P: PartnerCenter,
+    C: CrmPort,
+    S: LinkStore + AuditLog,
+    K: Clock,
+    Q: MessageQueue,
 {
     let mut held_back: Vec<&str> = Vec::new();
     let mut out = Vec::with_capacity(messages.len());
@@ -98,7 +166,7 @@ where
             out.push(Disposition::Retry { after: None, reason: "an earlier message of the same record failed".into() });
             continue;
         }
-        let d = handle(syncer, m).await;
+        let d = handle(syncer, queue, m).await;
         if d != Disposition::Done {
             held_back.push(&m.group_id);
         }

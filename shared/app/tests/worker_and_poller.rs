@@ -68,7 +68,7 @@ async fn a_poison_message_fails_and_holds_back_its_group_but_not_others() {
     let item_b = WorkItem::referral(b.id.clone().unwrap(), "referral-created", None);
     let poison = Incoming { body: "{not json".into(), ..incoming(&item_a, 0) };
     let batch = [poison, incoming(&item_a, 1), incoming(&item_b, 2)];
-    let out = handle_batch(&w.syncer, &batch).await;
+    let out = handle_batch(&w.syncer, &InMemoryQueue::new(5), &batch).await;
     assert!(matches!(out[0], Disposition::Fail { .. }), "{out:?}");
     assert!(matches!(out[1], Disposition::Retry { .. }), "same group, after a failure: held back");
     assert_eq!(out[2], Disposition::Done);
@@ -80,9 +80,12 @@ async fn throttling_asks_for_a_retry_after_the_servers_delay() {
     let w = world();
     let a = inbound(&w, "A");
     w.pc.fail_next(|| PartnerCenterError::Throttled { retry_after: Some(Duration::from_secs(7)) });
-    let out =
-        handle_batch(&w.syncer, &[incoming(&WorkItem::referral(a.id.clone().unwrap(), "referral-created", None), 0)])
-            .await;
+    let out = handle_batch(
+        &w.syncer,
+        &InMemoryQueue::new(5),
+        &[incoming(&WorkItem::referral(a.id.clone().unwrap(), "referral-created", None), 0)],
+    )
+    .await;
     assert!(matches!(&out[0], Disposition::Retry { after: Some(d), .. } if *d == Duration::from_secs(7)), "{out:?}");
     assert!(w.crm.opportunities().is_empty());
 }
@@ -94,7 +97,7 @@ async fn a_permanent_failure_is_audited_and_the_message_deleted() {
     // Partner Center refuses the read for good (here: an injected 400).
     w.pc.fail_next(|| PartnerCenterError::Invalid { code: "invalidRequest".into(), message: "rejected".into() });
     let item = WorkItem::referral(gone.clone(), "referral-updated", None);
-    let out = handle_batch(&w.syncer, &[incoming(&item, 0)]).await;
+    let out = handle_batch(&w.syncer, &InMemoryQueue::new(5), &[incoming(&item, 0)]).await;
     assert_eq!(out[0], Disposition::Done, "permanent: not retried");
     let audit = w.state.audit(&AuditSubject::Referral(gone), 10, false).await.unwrap();
     assert!(audit.iter().any(|e| e.message.contains("Sync failed") && e.message.contains("rejected")), "{audit:#?}");
@@ -236,7 +239,7 @@ async fn a_deal_fixed_on_its_account_is_shared_at_the_next_sweep_without_touchin
         })
         .collect();
     assert_eq!(messages.len(), 1);
-    assert_eq!(handle_batch(&w.syncer, &messages).await, [Disposition::Done]);
+    assert_eq!(handle_batch(&w.syncer, &crmq, &messages).await, [Disposition::Done]);
     assert_eq!(w.pc.all().len(), 1, "shared at the next sweep");
     // Once shared it is no longer retried.
     w.clock.advance(chrono::Duration::minutes(10));

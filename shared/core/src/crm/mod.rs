@@ -338,6 +338,11 @@ pub struct ChangeBatch {
     pub full_resync: bool,
 }
 
+/// The client id the Salesforce adapter sends in `Sforce-Call-Options` on its writes; Change Data
+/// Capture reports it in `changeOrigin` (`…;client=cosell-connector`), which is how a relayed change
+/// event is recognised as the connector's own write.
+pub const SALESFORCE_CALL_OPTIONS_CLIENT: &str = "cosell-connector";
+
 /// Who the connector is in the CRM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrmIdentity {

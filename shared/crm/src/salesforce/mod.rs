@@ -15,6 +15,7 @@
 mod auth;
 mod changes;
 mod errors;
+pub mod event_relay;
 mod query;
 mod write;
 
@@ -72,7 +73,7 @@ impl SalesforceConfig {
             login_url: login_url.trim_end_matches('/').to_owned(),
             auth,
             api_version: "62.0".into(),
-            client_name: "cosell-connector".into(),
+            client_name: cosell_core::crm::SALESFORCE_CALL_OPTIONS_CLIENT.into(),
             fields: CrmFieldMap::defaults(CrmKind::Salesforce),
             timeout: Duration::from_secs(30),
         }

@@ -483,7 +483,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         ConnectorSchema::from_field_map(self.fields())
     }
 
-    async fn get_json(&self, path: &str, what: (&str, &str)) -> Result<Option<Value>, SchemaError> {
+    async fn metadata_json(&self, path: &str, what: (&str, &str)) -> Result<Option<Value>, SchemaError> {
         let resp = self.send_raw(Method::GET, &self.url(path), None, &[]).await?;
         if resp.status == 404 {
             return Ok(None);
@@ -507,7 +507,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
 
     async fn first_row(&self, set: &str, select: &str, filter: &str) -> Result<Option<Value>, SchemaError> {
         let path = format!("{set}?$select={select}&$filter={filter}&$top=1");
-        let v = self.get_json(&path, (set, "")).await?.unwrap_or(Value::Null);
+        let v = self.metadata_json(&path, (set, "")).await?.unwrap_or(Value::Null);
         Ok(v.pointer("/value/0").cloned())
     }
 
@@ -533,7 +533,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             let path = format!(
                 "solutioncomponents?$select=objectid,componenttype&$filter=_solutionid_value%20eq%20{solution}"
             );
-            let v = self.get_json(&path, ("solutioncomponent", "")).await?.unwrap_or(Value::Null);
+            let v = self.metadata_json(&path, ("solutioncomponent", "")).await?.unwrap_or(Value::Null);
             seen.components = v
                 .get("value")
                 .and_then(Value::as_array)
@@ -554,7 +554,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         let path = format!(
             "{def}?$select=LogicalName,MetadataId&$expand=Attributes($select=LogicalName,MetadataId),Keys($select=LogicalName,KeyAttributes,MetadataId)"
         );
-        let Some(v) = self.get_json(&path, ("table", object)).await? else { return Ok(None) };
+        let Some(v) = self.metadata_json(&path, ("table", object)).await? else { return Ok(None) };
         let id_of = |x: &Value| x.get("MetadataId").and_then(Value::as_str).map(str::to_owned);
         let mut state = TableState { metadata_id: id_of(&v), ..TableState::default() };
         for a in v.get("Attributes").and_then(Value::as_array).into_iter().flatten() {
@@ -578,11 +578,11 @@ impl<B: ApiBudget> DynamicsCrm<B> {
                 continue;
             }
             let attr_path = format!("{def}/Attributes(LogicalName={})", odata_literal(&f.name));
-            let Some(attr) = self.get_json(&attr_path, ("column", &f.name)).await? else { continue };
+            let Some(attr) = self.metadata_json(&attr_path, ("column", &f.name)).await? else { continue };
             let ty = attr.get("@odata.type").and_then(Value::as_str).unwrap_or("").trim_start_matches('#').to_owned();
             let options = if ty.ends_with("PicklistAttributeMetadata") {
                 let cast = format!("{attr_path}/{ty}?$select=LogicalName&$expand=OptionSet($select=Options)");
-                self.get_json(&cast, ("column", &f.name)).await?.and_then(|v| v.get("OptionSet").cloned())
+                self.metadata_json(&cast, ("column", &f.name)).await?.and_then(|v| v.get("OptionSet").cloned())
             } else {
                 None
             };
@@ -598,7 +598,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
             let path = format!(
                 "systemusers({me})/Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName(PrivilegeName='{privilege}')"
             );
-            let held = match self.get_json(&path, ("systemuser", &me)).await {
+            let held = match self.metadata_json(&path, ("systemuser", &me)).await {
                 Ok(v) => v
                     .and_then(|v| v.get("RolePrivileges").and_then(Value::as_array).map(|a| !a.is_empty()))
                     .unwrap_or(false),

@@ -131,8 +131,6 @@ struct Db {
     delta_floor: u64,
     counter: ApiCounter,
     faults: Faults,
-    /// Webhook registrations' secrets and deliveries (`push.rs`).
-    push: push::PushState,
     /// One-to-many relationships created through the Web API (`OneToManyRelationshipMetadata`).
     relationships: Vec<Value>,
     /// Privileges taken away from the application user's security role (`/_sim/privileges`).
@@ -141,6 +139,8 @@ struct Db {
     metadata_writes: Vec<Value>,
     /// The demo rows waiting for the connector's schema (`seed.rs`).
     demo_pending: Option<seed::DemoRows>,
+    /// Webhook registrations' secrets and deliveries (`push.rs`).
+    push: push::PushState,
 }
 
 /// The Dataverse simulator.
@@ -168,9 +168,9 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/faults", post(control::sim_add_fault).delete(control::sim_clear_faults))
         .route("/_sim/records/{set}", get(control::sim_list).post(control::sim_create))
         .route("/_sim/writes/{set}", get(control::sim_writes))
-        .route("/_sim/push/deliveries", get(push::sim_deliveries))
         .route("/_sim/metadata/writes", get(control::sim_metadata_writes))
         .route("/_sim/privileges/{name}", post(control::sim_grant_privilege).delete(control::sim_revoke_privilege))
+        .route("/_sim/push/deliveries", get(push::sim_deliveries))
         .route("/_sim/records/{set}/{id}", get(control::sim_get).patch(control::sim_patch).delete(control::sim_delete))
         .with_state(state)
 }
@@ -206,11 +206,11 @@ impl Db {
             delta_floor: 0,
             counter: ApiCounter::default(),
             faults: Faults::default(),
-            push: push::PushState::new(),
             relationships: Vec::new(),
             revoked: BTreeSet::new(),
             metadata_writes: Vec::new(),
             demo_pending: None,
+            push: push::PushState::new(),
         };
         db.seed_push_metadata();
         for (i, (code, name, symbol, rate)) in [

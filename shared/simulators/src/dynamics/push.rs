@@ -48,14 +48,13 @@ const MESSAGES: [(&str, &str); 3] = [
     ("Delete", "20bdbb1b-ea3e-db11-86a7-000a3a5473e8"),
 ];
 
-/// Object type codes of the registration tables (Dataverse's fixed system values).
-fn otc(logical: &str) -> i64 {
+fn object_type_code(logical: &str) -> i64 {
     match logical {
-        "sdkmessage" => 4606,
         "sdkmessagefilter" => 4607,
         "sdkmessageprocessingstep" => 4608,
         "sdkmessageprocessingstepimage" => 4615,
-        _ => 4618, // serviceendpoint
+        "serviceendpoint" => 4618,
+        _ => 0,
     }
 }
 
@@ -80,7 +79,8 @@ pub(super) fn tables() -> Vec<Table> {
         states: vec![],
         money: false,
         fullname: false,
-        meta: super::schema::TableMeta::standard(logical, logical, set, otc(logical), Some("name")),
+        // The registration tables' object type codes, as Dataverse numbers them (plug-in registration).
+        meta: super::schema::TableMeta::standard(logical, logical, set, object_type_code(logical), Some("name")),
     };
     let mut steps = t(
         "sdkmessageprocessingstep",
@@ -329,7 +329,7 @@ impl Db {
                 continue; // Service Bus, Event Hub…: not simulated
             }
             let fault = self.faults.take_push(&logical);
-            let context = self.push_context(job, &logical, &step_id, s("name"));
+            let context = self.execution_context(job, &logical, &step_id, s("name"));
             let auth = self.push.auth_values.get(&endpoint_id).cloned().unwrap_or_default();
             let request = request_of(&endpoint, &auth, &self.base_url, job, &logical, context);
             out.push(Delivery { request, fault, job_entity: logical.clone(), job_id: job.id.clone() });
@@ -339,7 +339,7 @@ impl Db {
 
     /// The `RemoteExecutionContext` of an asynchronous post-operation step (the shape of
     /// `use-webhooks.md`'s example).
-    fn push_context(&self, job: &Job, logical: &str, step_id: &str, step_name: Option<String>) -> Value {
+    fn execution_context(&self, job: &Job, logical: &str, step_id: &str, step_name: Option<String>) -> Value {
         let t = &self.tables[&job.set];
         let row = &t.rows[&job.id];
         let reference = |id: &str, logical: &str| {

@@ -105,7 +105,7 @@ pub(crate) struct TableMeta {
 }
 
 impl TableMeta {
-    pub(crate) fn standard(logical: &str, label: &str, plural: &str, otc: i64, primary_name: Option<&str>) -> Self {
+    pub(super) fn standard(logical: &str, label: &str, plural: &str, otc: i64, primary_name: Option<&str>) -> Self {
         Self {
             metadata_id: stable_id(logical),
             custom: false,
@@ -115,7 +115,17 @@ impl TableMeta {
             primary_name: primary_name.map(str::to_owned),
             object_type_code: otc,
             change_tracking: true,
-            ownership: if matches!(logical, "transactioncurrency" | "publisher" | "solution" | "solutioncomponent") {
+            ownership: if matches!(
+                logical,
+                "transactioncurrency"
+                    | "publisher"
+                    | "solution"
+                    | "solutioncomponent"
+                    | "serviceendpoint"
+                    | "sdkmessagefilter"
+                    | "sdkmessageprocessingstep"
+                    | "sdkmessageprocessingstepimage"
+            ) {
                 "OrganizationOwned".into()
             } else {
                 "UserOwned".into()

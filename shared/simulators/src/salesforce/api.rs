@@ -30,6 +30,15 @@ impl Org {
             .map(|s| urlencoding::decode(s).map(|c| c.into_owned()).unwrap_or_else(|_| s.to_owned()))
             .collect();
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        // CDC `changeOrigin`: the API, its version and the `Sforce-Call-Options` client.
+        let client = headers
+            .get("sforce-call-options")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("client=").map(str::to_owned)));
+        self.cdc.origin = match client {
+            Some(c) => format!("com/salesforce/api/rest/{};client={c}", version.trim_start_matches('v')),
+            None => format!("com/salesforce/api/rest/{}", version.trim_start_matches('v')),
+        };
         if *method != Method::GET {
             self.journal.push(JournalEntry {
                 method: method.to_string(),
@@ -53,6 +62,9 @@ impl Org {
                 ))
             }
             (Method::POST, ["composite"]) => self.composite(body, headers, version),
+            (_, ["tooling", rest @ ..]) if Self::is_event_relay_tooling(rest, query) => {
+                self.event_relay_tooling(method, rest, query, body, version)
+            }
             (Method::POST, ["sobjects", object]) => {
                 let body = body.and_then(Value::as_object).cloned().unwrap_or_default();
                 self.create(object, &body, INTEGRATION_USER_ID, false).map(|id| {
@@ -158,7 +170,11 @@ pub(super) async fn api(
                             Some(m) if method == Method::POST => Method::from_bytes(m.as_bytes()).unwrap_or(method),
                             _ => method,
                         };
-                        org.handle(&method, &rest, &query, &headers, b.as_ref(), &version)
+                        let out = org.handle(&method, &rest, &query, &headers, b.as_ref(), &version);
+                        // The request's writes are committed now (a rolled-back composite
+                        // discarded its own): they become change events.
+                        org.commit_changes();
+                        out
                     }
                     Err(e) => Out::err(SfError::new(
                         StatusCode::BAD_REQUEST,

@@ -92,6 +92,7 @@ impl Org {
             results.push(json!({"body": out.body, "httpHeaders": hdrs, "httpStatusCode": out.status.as_u16(), "referenceId": reference}));
         }
         if failed && all_or_none {
+            self.discard_changes();
             for (k, (rows, recycle)) in snapshot {
                 if let Some(t) = self.tables.get_mut(&k) {
                     t.rows = rows;

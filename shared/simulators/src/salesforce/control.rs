@@ -84,7 +84,10 @@ pub(super) async fn sim_create(
     axum::Json(body): axum::Json<Map<String, Value>>,
 ) -> Response {
     let mut org = lock(&state);
-    match org.create(&object, &body, SIM_USER_ID, true) {
+    org.cdc.origin.clear();
+    let created = org.create(&object, &body, SIM_USER_ID, true);
+    org.commit_changes();
+    match created {
         Ok(id) => (StatusCode::CREATED, axum::Json(org.render(&object, &id, None, "v62.0").unwrap_or(Value::Null)))
             .into_response(),
         Err(e) => Out::err(e).into_axum(),
@@ -98,7 +101,10 @@ pub(super) async fn sim_patch(
     axum::Json(body): axum::Json<Map<String, Value>>,
 ) -> Response {
     let mut org = lock(&state);
-    match org.update(&object, &id, &body, SIM_USER_ID, true) {
+    org.cdc.origin.clear();
+    let updated = org.update(&object, &id, &body, SIM_USER_ID, true);
+    org.commit_changes();
+    match updated {
         Ok(()) => axum::Json(org.render(&object, &id, None, "v62.0").unwrap_or(Value::Null)).into_response(),
         Err(e) => Out::err(e).into_axum(),
     }
@@ -109,7 +115,10 @@ pub(super) async fn sim_delete(
     Path((object, id)): Path<(String, String)>,
 ) -> Response {
     let mut org = lock(&state);
-    match org.delete(&object, &id) {
+    org.cdc.origin.clear();
+    let deleted = org.delete(&object, &id);
+    org.commit_changes();
+    match deleted {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => Out::err(e).into_axum(),
     }

@@ -13,9 +13,13 @@
 //! - `/_sim/…` — control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`, `GET /_sim/journal`,
 //!   `GET|POST /_sim/records/{T}`, `GET|PATCH|DELETE /_sim/records/{T}/{id}` (acting as a CRM user),
 //!   `GET /_sim/writes/{T}` (each record's writes: time at full precision and user, for benchmarks).
+//! - Change Data Capture relayed by Event Relay (`change_events.rs`): the Tooling objects
+//!   `NamedCredential`, `PlatformEventChannelMember`, `EventRelayConfig`; events in the EventBridge
+//!   envelope POSTed to a sink after each commit; `GET /_sim/change-events`, `PUT /_sim/change-events/sink`.
 
 mod api;
 mod auth;
+mod change_events;
 mod composite;
 mod control;
 mod describe;
@@ -68,6 +72,9 @@ pub struct Config {
     pub seed_demo: bool,
     /// Session lifetime (Salesforce returns no `expires_in`; sessions time out per org setting).
     pub session_lifetime: Duration,
+    /// Where relayed change events go (the stand-in for Amazon EventBridge, `change_events.rs`);
+    /// also settable with `PUT /_sim/change-events/sink`.
+    pub change_event_sink: Option<String>,
 }
 
 impl Config {
@@ -83,6 +90,7 @@ impl Config {
             daily_api_limit: 100_000,
             session_lifetime: Duration::hours(2),
             seed_demo: false,
+            change_event_sink: None,
         }
     }
 }
@@ -128,6 +136,8 @@ struct Org {
     /// Record id → who wrote it when, at the clock's full precision (`SystemModstamp` is kept
     /// strictly increasing, so it runs ahead of the clock under a burst): for `GET /_sim/writes/{object}`.
     writes: BTreeMap<String, WriteLog>,
+    /// Change Data Capture, Event Relay and their deliveries (`change_events.rs`).
+    cdc: change_events::ChangeCapture,
 }
 
 /// The Salesforce simulator.
@@ -140,7 +150,9 @@ impl Simulator {
         let listener = ServerHandle::bind(config.port).await?;
         let addr = listener.local_addr()?;
         let org = Org::new(format!("http://{addr}"), config);
-        ServerHandle::serve(listener, router(Arc::new(Mutex::new(org))))
+        let state = Arc::new(Mutex::new(org));
+        change_events::start_dispatcher(&state);
+        ServerHandle::serve(listener, router(state))
     }
 }
 
@@ -155,6 +167,8 @@ fn router(state: Shared<Org>) -> Router {
         .route("/_sim/journal", get(control::sim_journal))
         .route("/_sim/records/{object}", get(control::sim_list).post(control::sim_create))
         .route("/_sim/writes/{object}", get(control::sim_writes))
+        .route("/_sim/change-events", get(change_events::sim_deliveries))
+        .route("/_sim/change-events/sink", axum::routing::put(change_events::sim_set_sink))
         .route(
             "/_sim/records/{object}/{id}",
             get(control::sim_get).patch(control::sim_patch).delete(control::sim_delete),
@@ -168,6 +182,7 @@ pub(crate) fn sf_time(t: DateTime<Utc>) -> String {
 
 impl Org {
     fn new(base_url: String, config: Config) -> Self {
+        let config_sink = config.change_event_sink.clone();
         let mut tables = BTreeMap::new();
         for def in schema::objects(config.multi_currency) {
             tables.insert(def.name.clone(), Table { def, rows: BTreeMap::new(), recycle: BTreeMap::new() });
@@ -184,6 +199,7 @@ impl Org {
             faults: Faults::default(),
             journal: Vec::new(),
             writes: BTreeMap::new(),
+            cdc: change_events::ChangeCapture::new(config_sink),
         };
         for (i, (label, closed, won, prob, forecast)) in schema::STAGES.iter().enumerate() {
             let rec = json!({"MasterLabel": label, "ApiName": label, "IsActive": true, "IsClosed": closed, "IsWon": won,
@@ -198,6 +214,8 @@ impl Org {
         {
             tracing::error!(error = ?e, "demo data could not be seeded");
         }
+        // The seed is the org as it stood before anyone subscribed.
+        org.discard_changes();
         org
     }
 

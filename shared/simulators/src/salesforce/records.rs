@@ -188,6 +188,10 @@ impl Org {
         rec.entry("OwnerId").or_insert(json!(user));
         self.stamp(&mut rec, user);
         self.writes.insert(id.clone(), WriteLog::new(self.now(), user));
+        // A create's change event carries every non-null field.
+        let fields: Map<String, Value> =
+            rec.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.capture(&def.name, &id, "CREATE", &fields, user);
         let seq = self.seq;
         if let Some(t) = self.tables.get_mut(&def.name) {
             t.rows.insert(id.clone(), (seq, rec));
@@ -205,8 +209,16 @@ impl Org {
     ) -> Result<(), SfError> {
         let def = self.object(object)?.def.clone();
         let (_, mut rec) = self.object(object)?.rows.get(id).cloned().ok_or_else(SfError::not_found)?;
+        let before = rec.clone();
         self.apply(&def, &mut rec, body, as_user)?;
         self.stamp(&mut rec, user);
+        // An update's change event carries the fields whose value changed (LastModifiedDate among them).
+        let changed: Map<String, Value> = rec
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v) && k.as_str() != "SystemModstamp")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.capture(&def.name, id, "UPDATE", &changed, user);
         let at = self.now();
         self.writes.entry(id.to_owned()).or_insert_with(|| WriteLog::new(at, user)).push(at, user);
         if let Some((_, r)) = self.tables.get_mut(&def.name).and_then(|t| t.rows.get_mut(id)) {
@@ -317,7 +329,8 @@ impl Org {
         {
             rec.insert("IsDeleted".into(), json!(true));
             rec.insert("SystemModstamp".into(), json!(stamp));
-            t.recycle.insert(id, (seq, rec, now));
+            t.recycle.insert(id.clone(), (seq, rec, now));
+            self.capture(&name, &id, "DELETE", &Map::new(), INTEGRATION_USER_ID);
         }
         Ok(Out::empty(StatusCode::NO_CONTENT))
     }
