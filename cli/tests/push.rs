@@ -91,7 +91,10 @@ async fn a_flagged_opportunity_reaches_partner_center_by_push_with_the_poll_ever
     let sb = start(dir.path(), Duration::from_secs(600)).await;
     assert!(sb.push_url.as_deref().is_some_and(|u| u.ends_with("/crm/dataverse")));
     // The first poll tick runs at start; after it the next is 10 minutes away.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    while sb.metrics().ticks() < 1 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let opp = flag_a_deal(&sb, "Woodgrove – pushed deal").await;
     let took = wait_for_referral(&sb, &opp, Duration::from_secs(20)).await;
     assert!(took.is_some(), "not shared with Partner Center within 20 s; errors: {:?}", sb.metrics().errors());
