@@ -32,6 +32,11 @@ pub struct Settings {
     pub status_page: StatusPageSettings,
     #[serde(default)]
     pub poller: PollerConfig,
+    /// CRM changes pushed to the receiver (the Dataverse webhook, `POST /crm/dataverse` on
+    /// `[webhook] listen`); `cosell crm push enable` registers it. Without it the poll alone finds
+    /// CRM changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_push: Option<CrmPushSettings>,
     /// The sync engine's settings (`SyncConfig`): field map, currencies, country storage, conflicts.
     /// Defaults to the chosen CRM's defaults.
     #[serde(default)]
@@ -213,6 +218,18 @@ impl Default for WebhookSettings {
             allowed_cert_ports: Vec::new(),
         }
     }
+}
+
+/// `[crm_push]`: the shared secret the CRM's webhook sends, and where it posts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmPushSettings {
+    /// The webhook key (header `x-cosell-webhook-key`). With `file = "…"`, `cosell crm push enable`
+    /// generates it into that file (mode 0600) when the file does not exist yet.
+    pub secret: SecretSource,
+    /// The URL the CRM posts to; default: `[webhook] public_url` with the path `/crm/dataverse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,6 +31,11 @@ pub enum CrmAction {
         #[arg(long)]
         dry_run: bool,
     },
+    /// CRM changes pushed to the connector (Dataverse webhook) instead of waiting for the poll.
+    Push {
+        #[command(subcommand)]
+        action: crate::crm_push::PushAction,
+    },
     /// Write the schema as the files admins install by hand.
     #[command(long_about = EXPORT_HELP)]
     Export {
@@ -123,6 +128,9 @@ fn print(plan: &SchemaPlan, dry_run: bool, as_json: bool) {
 }
 
 pub async fn crm(action: CrmAction, path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
+    if let CrmAction::Push { action } = action {
+        return crate::crm_push::push(action, path, as_json).await;
+    }
     if let CrmAction::Export { format, dir } = action {
         return export(path, format.into(), &dir, as_json);
     }
@@ -140,7 +148,7 @@ pub async fn crm(action: CrmAction, path: Option<&Path>, as_json: bool) -> anyho
             CrmAction::Uninstall { dry_run, .. } => {
                 (if dry_run { crm.plan_uninstall().await } else { crm.uninstall_schema().await }, dry_run)
             }
-            CrmAction::Export { .. } => unreachable!("handled above"),
+            CrmAction::Export { .. } | CrmAction::Push { .. } => unreachable!("handled above"),
         };
         match result {
             Ok(plan) => {

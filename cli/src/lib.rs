@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_push;
 pub mod crm_push_salesforce;
 pub mod crm_schema;
 pub mod doctor;
@@ -58,6 +59,12 @@ pub enum Command {
         /// Where the embedded store and the generated config live.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Poll only: do not register the CRM's push (Dataverse webhook) to the receiver.
+        #[arg(long)]
+        no_push: bool,
+        /// Seconds between poll ticks (default: 10 with push, where the poll is the safety net; 1 without).
+        #[arg(long)]
+        poll_secs: Option<f64>,
     },
     /// Run the connector in one process against the configured endpoints.
     Run(ConfigArg),
@@ -161,17 +168,16 @@ impl Command {
 /// Runs a command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Sandbox { crm, status_port, webhook_port, dir } => {
+        Command::Sandbox { crm, status_port, webhook_port, dir, no_push, poll_secs } => {
             let stop = serve::shutdown_signal();
             let dir = dir.unwrap_or_else(paths::sandbox_dir);
-            let sb = sandbox::start(sandbox::Options {
-                crm,
-                webhook_port,
-                status_port,
-                dir: dir.clone(),
-                poll_interval: Duration::from_secs(1),
-                demo: true,
-            })
+            let push = if no_push { sandbox::CrmPush::Off } else { sandbox::CrmPush::On };
+            let default_poll = if push == sandbox::CrmPush::On { 10.0 } else { 1.0 };
+            let poll_interval = Duration::from_secs_f64(poll_secs.unwrap_or(default_poll).max(0.2));
+            let sb = sandbox::start_with(
+                sandbox::Options { crm, webhook_port, status_port, dir: dir.clone(), poll_interval, demo: true },
+                push,
+            )
             .await?;
             ops::say(&sandbox::banner(&sb, &dir));
             stop.await;

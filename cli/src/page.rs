@@ -152,7 +152,10 @@ where
                 l.referral_id.as_ref().is_some_and(|r| s.what.contains(r.as_str()))
                     || l.crm.as_ref().is_some_and(|c| s.what.contains(c.id()))
             })
-            .map(|s| format!("{:.1} s", s.latency_ms as f64 / 1000.0))
+            .map(|s| match s.via {
+                Some(via) => format!("{:.1} s ({})", s.latency_ms as f64 / 1000.0, via.as_str()),
+                None => format!("{:.1} s", s.latency_ms as f64 / 1000.0),
+            })
             .unwrap_or_else(|| "—".into());
         let reason = match &l.mark {
             SyncMark::Failed(r) => {
@@ -296,10 +299,53 @@ where
     }
     h.push_str("</table>");
 
+    h.push_str(&arrivals_html(&samples));
     h.push_str("<h2>Sync latency</h2>");
     h.push_str(&latency_svg(&samples));
-    h.push_str("<p class=\"muted\">From the change in Partner Center (webhook change date) or the enqueue, to the worker's success. Refreshes every 5 s.</p></body></html>");
+    h.push_str("<p class=\"muted\">From the change (Partner Center's webhook change date, the CRM's commit) or else the enqueue, to the worker's success. Refreshes every 5 s.</p></body></html>");
     Ok(h)
+}
+
+/// How CRM changes reached the connector (pushed by the CRM, or found by the poll) and their
+/// latency from the CRM's commit to the worker's success: a summary per way, then the latest 20.
+pub fn arrivals_html(samples: &[crate::runner::Sample]) -> String {
+    use cosell_app::Arrival;
+    let crm: Vec<&crate::runner::Sample> = samples.iter().filter(|s| s.via.is_some()).collect();
+    let mut h = String::from("<h2>CRM changes — how they arrived</h2>");
+    if crm.is_empty() {
+        h.push_str("<p class=\"muted\" id=\"arrivals\">No CRM change synced yet.</p>");
+        return h;
+    }
+    h.push_str("<table id=\"arrivals\"><tr><th>Arrived by</th><th>Changes</th><th>p50</th><th>p95</th></tr>");
+    for via in [Arrival::Push, Arrival::Poll] {
+        let mut v: Vec<i64> = crm.iter().filter(|s| s.via == Some(via)).map(|s| s.latency_ms).collect();
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_unstable();
+        let p = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.2} s</td><td>{:.2} s</td></tr>",
+            via.as_str(),
+            v.len(),
+            p(0.5),
+            p(0.95)
+        );
+    }
+    h.push_str("</table><table id=\"recent-arrivals\"><tr><th>Synced</th><th>Change</th><th>Arrived by</th><th>Latency</th></tr>");
+    for s in crm.iter().rev().take(20) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} s</td></tr>",
+            s.at.format("%H:%M:%S"),
+            esc(&s.what),
+            s.via.map(Arrival::as_str).unwrap_or(""),
+            s.latency_ms as f64 / 1000.0
+        );
+    }
+    h.push_str("</table>");
+    h
 }
 
 /// A small line chart of the latest samples, in seconds.
@@ -361,10 +407,28 @@ mod tests {
     #[test]
     fn the_latency_chart_plots_every_sample_and_its_percentiles() {
         let s: Vec<_> = (1..=4)
-            .map(|i| crate::runner::Sample { at: Utc::now(), what: format!("r{i}"), latency_ms: i * 1000 })
+            .map(|i| crate::runner::Sample { at: Utc::now(), what: format!("r{i}"), latency_ms: i * 1000, via: None })
             .collect();
         let svg = latency_svg(&s);
         assert_eq!(svg.matches("<circle").count(), 4);
         assert!(svg.contains("p95 4.00s"), "{svg}");
+    }
+
+    #[test]
+    fn the_page_says_how_each_crm_change_arrived_and_its_latency() {
+        use cosell_app::Arrival;
+        let sample =
+            |ms, via| crate::runner::Sample { at: Utc::now(), what: "CRM opportunity o-1".into(), latency_ms: ms, via };
+        let s = vec![
+            sample(40, Some(Arrival::Push)),
+            sample(60, Some(Arrival::Push)),
+            sample(9_000, Some(Arrival::Poll)),
+            sample(5, None),
+        ];
+        let h = arrivals_html(&s);
+        assert!(h.contains("<tr><td>push</td><td>2</td><td>0.04 s</td><td>0.06 s</td></tr>"), "{h}");
+        assert!(h.contains("<tr><td>poll</td><td>1</td><td>9.00 s</td><td>9.00 s</td></tr>"), "{h}");
+        assert_eq!(h.matches("CRM opportunity o-1").count(), 3, "the referral sample is not a CRM change: {h}");
+        assert!(arrivals_html(&[]).contains("No CRM change synced yet"));
     }
 }

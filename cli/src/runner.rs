@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cosell_app::poller::{Poller, PollerSettings};
+use cosell_app::push::{DataverseReceiver, dataverse_router};
 use cosell_app::receiver::{Receiver, router};
-use cosell_app::work::WorkItem;
+use cosell_app::work::{Arrival, WorkItem};
 use cosell_app::worker::{Disposition, Incoming, handle_batch};
 use cosell_core::SystemClock;
 use cosell_core::clock::Clock;
@@ -20,6 +21,7 @@ use cosell_core::ports::queue::{DeadLetterQueue, MessageQueue, ReceivedMessage};
 use cosell_core::ports::state::StateStore;
 use cosell_core::sync::Syncer;
 use cosell_partner_center::WebhookVerifier;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -35,7 +37,11 @@ const SAMPLES: usize = 500;
 pub struct Sample {
     pub at: DateTime<Utc>,
     pub what: String,
+    /// From the change (Partner Center's change date, the CRM's commit) when known, else from the
+    /// enqueue, to the worker's success.
     pub latency_ms: i64,
+    /// How a CRM change arrived (push / poll); `None` for referrals and retries.
+    pub via: Option<Arrival>,
 }
 
 /// A message the workers could not complete (retried or left for the dead-letter queue).
@@ -96,6 +102,16 @@ pub struct Parts<P, C, S, Q> {
     pub sync: cosell_core::sync::SyncConfig,
     pub poll_interval: Duration,
     pub poller: PollerSettings,
+    /// Serve `POST /crm/dataverse` (Dataverse webhook deliveries onto the CRM queue).
+    pub dataverse_push: Option<DataversePush>,
+}
+
+/// The Dataverse webhook's shared secret, and the application user when the configuration knows it
+/// (otherwise the registered `x-cosell-app-user` header names it).
+#[derive(Debug, Clone)]
+pub struct DataversePush {
+    pub secret: Arc<SecretString>,
+    pub app_user_id: Option<String>,
 }
 
 /// A running connector: its tasks stop when [`Running::shutdown`] is called.
@@ -129,11 +145,18 @@ where
     let mut tasks = JoinSet::new();
     let webhook_addr = webhook.local_addr()?;
 
-    let app = router(Receiver {
+    let mut app = router(Receiver {
         verifier: parts.verifier.clone(),
         queue: parts.pc_queue.clone(),
         dedup: parts.state.clone(),
     });
+    if let Some(push) = &parts.dataverse_push {
+        app = app.merge(dataverse_router(DataverseReceiver {
+            secret: push.secret.clone(),
+            app_user_id: push.app_user_id.clone(),
+            queue: parts.crm_queue.clone(),
+        }));
+    }
     let mut s = stopped.clone();
     tasks.spawn(async move {
         let serve = axum::serve(webhook, app).with_graceful_shutdown(async move {
@@ -166,6 +189,8 @@ where
 fn latency(item: Option<&WorkItem>, m: &ReceivedMessage, now: DateTime<Utc>) -> i64 {
     let from = match item {
         Some(WorkItem::Referral { changed_at: Some(at), .. }) if *at <= now => *at,
+        // The CRM's commit time (a pushed change's operation time, a polled record's modifiedon).
+        Some(WorkItem::Crm { changed_at: Some(at), .. }) if *at <= now => *at,
         _ => m.sent_at,
     };
     (now - from).num_milliseconds().max(0)
@@ -219,9 +244,13 @@ async fn worker<P, C, S, Q>(
                     if let Err(e) = queue.delete(&m.receipt).await {
                         tracing::warn!(error = %e, "could not delete a handled message; it will be handled again (harmless)");
                     }
+                    let via = match &item {
+                        Some(WorkItem::Crm { via, .. }) => *via,
+                        _ => None,
+                    };
                     Metrics::push(
                         &metrics.samples,
-                        Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now) },
+                        Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now), via },
                     );
                 }
                 Disposition::Retry { after, reason } => {

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    CrmChoice, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings, SecretSource,
-    Settings, StatusPageSettings, StoreSettings, WebhookSettings,
+    CrmChoice, CrmPushSettings, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings,
+    SecretSource, Settings, StatusPageSettings, StoreSettings, WebhookSettings,
 };
 use crate::paths::CONFIG_FILE;
 use crate::runner::{self, Running};
@@ -39,6 +39,20 @@ pub struct Options {
     pub demo: bool,
 }
 
+/// Whether the CRM pushes its changes to the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrmPush {
+    /// The poll alone finds CRM changes.
+    Off,
+    /// The CRM simulator's webhook is registered to the receiver (Dynamics 365: a Dataverse
+    /// `serviceendpoint` and its steps, exactly as `cosell crm push enable` registers them); the
+    /// poll stays as the safety net. Salesforce: poll only, until its Event Relay path lands.
+    On,
+}
+
+/// The file the sandbox keeps the generated Dataverse webhook key in.
+pub const PUSH_KEY_FILE: &str = "crm-push-key";
+
 /// A running sandbox.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -47,6 +61,8 @@ pub struct Sandbox {
     pub partner_center_url: String,
     pub crm_url: String,
     pub config_path: PathBuf,
+    /// Where the CRM pushes its changes, when it does.
+    pub push_url: Option<String>,
     /// The demo's records: inbound referral ids, flagged CRM opportunity ids, the one missing its country.
     pub demo: Demo,
     /// What `cosell crm install` created in the simulated CRM before anything else ran.
@@ -89,12 +105,18 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// The poll-only sandbox (what the poll-only benchmarks measure).
 pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
+    start_with(opts, CrmPush::Off).await
+}
+
+/// The sandbox, with the CRM's push on or off (`cosell sandbox` turns it on).
+pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox> {
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create the sandbox directory {}", opts.dir.display()))?;
     // A fresh demo every time: the simulators start empty, so a kept store would name records
     // that no longer exist. The banner says so.
-    for f in ["sandbox.db", "sandbox.db-wal", "sandbox.db-shm"] {
+    for f in ["sandbox.db", "sandbox.db-wal", "sandbox.db-shm", PUSH_KEY_FILE] {
         let _ = std::fs::remove_file(opts.dir.join(f));
     }
     let clock = Arc::new(SystemClock);
@@ -162,6 +184,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         },
         status_page: StatusPageSettings { listen: status.local_addr()?.to_string() },
         poller: PollerConfig { interval_secs: opts.poll_interval.as_secs_f64(), sweep_every: 3 },
+        crm_push: (push == CrmPush::On && opts.crm == CrmChoice::Dynamics).then(|| CrmPushSettings {
+            secret: SecretSource { file: Some(PUSH_KEY_FILE.into()), ..SecretSource::default() },
+            public_url: None,
+        }),
         sync: None,
     };
     let config_path = opts.dir.join(CONFIG_FILE);
@@ -172,6 +198,11 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     );
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     let loaded = Loaded { settings, base: opts.dir.clone(), path: config_path.clone() };
+    // The key first: the receiver needs it before the webhook is registered.
+    let push_key = match loaded.settings.crm_push {
+        Some(_) => Some(crate::crm_push::secret(&loaded, true)?),
+        None => None,
+    };
 
     let backend = stack::backend(&loaded).await?;
     let stack::Backend::Embedded { state, pc_queue, crm_queue } = backend else {
@@ -189,7 +220,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     };
     let parts = runner::Parts {
         pc: pc_client.clone(),
-        crm: crm_client,
+        crm: crm_client.clone(),
         state: state.clone(),
         pc_queue: pc_queue.clone(),
         crm_queue: crm_queue.clone(),
@@ -197,8 +228,20 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         sync: loaded.sync_config()?,
         poll_interval: opts.poll_interval,
         poller: cosell_app::poller::PollerSettings { sweep_every: 3, ..Default::default() },
+        dataverse_push: crate::crm_push::dataverse_push(&loaded)?,
     };
     let running = runner::start(parts, webhook)?;
+    let push_url = match (&push_key, &*crm_client) {
+        (Some(key), cosell_crm::AnyCrm::Dynamics(dataverse)) => {
+            let url = crate::crm_push::endpoint_url(&loaded)?;
+            dataverse
+                .register_webhook(&url, key)
+                .await
+                .map_err(|e| anyhow::anyhow!("registering the Dataverse webhook with the simulator: {e}"))?;
+            Some(url)
+        }
+        _ => None,
+    };
 
     pc_client
         .create_registration(&WebhookRegistration::for_connector(webhook_url.clone(), false))
@@ -235,6 +278,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         partner_center_url: pc.base_url().to_owned(),
         crm_url,
         config_path,
+        push_url,
         demo,
         schema,
         running,
@@ -342,10 +386,14 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
 /// Prints where everything is.
 pub fn banner(s: &Sandbox, dir: &Path) -> String {
     format!(
-        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {} (reset at every start: the simulators keep nothing between runs)\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  CRM changes              {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {} (reset at every start: the simulators keep nothing between runs)\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
         s.schema,
         s.status_url,
         s.webhook_url,
+        match &s.push_url {
+            Some(url) => format!("pushed by the CRM's webhook to {url} (the poll is the safety net)"),
+            None => "polled".to_owned(),
+        },
         s.partner_center_url,
         s.crm_url,
         dir.display(),

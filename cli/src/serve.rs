@@ -166,6 +166,7 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
             sync: loaded.sync_config()?,
             poll_interval: Duration::from_secs_f64(s.poller.interval_secs.max(0.2)),
             poller: cosell_app::poller::PollerSettings { sweep_every: s.poller.sweep_every, ..Default::default() },
+            dataverse_push: crate::crm_push::dataverse_push(&loaded)?,
         };
         let running = runner::start(parts, webhook)?;
         let app = page::router(page::PageState {
@@ -182,13 +183,14 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
             let _ = axum::serve(status, app).await;
         });
         ops::say(&format!(
-            "Co-sell Connector running ({} store, {})\n  webhook receiver http://{}/webhook\n  status page      http://{status_addr}/\nCtrl-C to stop.",
+            "Co-sell Connector running ({} store, {})\n  webhook receiver http://{}/webhook{}\n  status page      http://{status_addr}/\nCtrl-C to stop.",
             match s.store {
                 config::StoreSettings::Embedded { .. } => "embedded",
                 config::StoreSettings::Aws { .. } => "DynamoDB/SQS",
             },
             s.crm.label(),
             running.webhook_addr,
+            if s.crm_push.is_some() { " (and /crm/dataverse: CRM changes pushed)" } else { "" },
         ));
         stop.await;
         ops::say("stopping…");

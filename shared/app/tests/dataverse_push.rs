@@ -32,6 +32,8 @@ async fn rig() -> Rig {
     let sim = dynamics::Simulator::start(dynamics::Config::new(clock)).await.unwrap();
     let cfg = DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
     let crm = DynamicsCrm::new(cfg, CountingBudget::default()).unwrap();
+    // The environment starts bare: the product's installer creates the connector's schema.
+    crm.apply_schema().await.expect("installing the connector's schema");
     let queue = InMemoryQueue::new(5);
     let app = dataverse_router(DataverseReceiver {
         secret: Arc::new(SecretString::from(SECRET)),

@@ -1,0 +1,126 @@
+//! Issue 16 acceptance over the real adapters and simulators (sandbox in-process, embedded store):
+//! with the Dataverse webhook registered and the poll every 10 minutes, a flagged opportunity
+//! reaches Partner Center by push; a dropped push is healed by the next poll.
+
+use std::time::{Duration, Instant};
+
+use cosell_app::Arrival;
+use cosell_cli::config::CrmChoice;
+use cosell_cli::sandbox::{self, CrmPush, Options, Sandbox};
+use serde_json::{Value, json};
+
+async fn start(dir: &std::path::Path, poll: Duration) -> Sandbox {
+    sandbox::start_with(
+        Options {
+            crm: CrmChoice::Dynamics,
+            webhook_port: 0,
+            status_port: 0,
+            dir: dir.to_path_buf(),
+            poll_interval: poll,
+            demo: false,
+        },
+        CrmPush::On,
+    )
+    .await
+    .expect("the sandbox starts")
+}
+
+/// A deal a seller flags in Dataverse, complete enough to be shared (account with a country,
+/// contact, solution row).
+async fn flag_a_deal(sb: &Sandbox, name: &str) -> String {
+    let http = reqwest::Client::new();
+    let post = |set: &str, body: Value| {
+        let r = http.post(format!("{}/_sim/records/{set}", sb.crm_url)).json(&body);
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let acc = post(
+        "accounts",
+        json!({"name": format!("{name} Ltd"), "address1_postalcode": "75001",
+        "address1_city": "Paris", "address1_country": "FR"}),
+    )
+    .await;
+    let acc = acc["accountid"].as_str().unwrap().to_owned();
+    let contact = post(
+        "contacts",
+        json!({"firstname": "Ada", "lastname": "Lovelace", "emailaddress1": "ada@x.example",
+        "parentcustomerid_account@odata.bind": format!("/accounts({acc})")}),
+    )
+    .await;
+    let contact = contact["contactid"].as_str().unwrap().to_owned();
+    let opp = post("opportunities", json!({"name": name, "estimatedvalue": 50000, "estimatedclosedate": "2027-03-31",
+        "description": "pushed deal", "parentaccountid@odata.bind": format!("/accounts({acc})"),
+        "customerid_account@odata.bind": format!("/accounts({acc})"), "parentcontactid@odata.bind": format!("/contacts({contact})")}))
+    .await;
+    let opp = opp["opportunityid"].as_str().unwrap().to_owned();
+    post(
+        "cosell_pcsolutions",
+        json!({"cosell_solutionid": "SOL-CONTOSO-CLOUD", "cosell_name": "Contoso Cloud Accelerator",
+        "cosell_opportunityid@odata.bind": format!("/opportunities({opp})")}),
+    )
+    .await;
+    let r = http
+        .patch(format!("{}/_sim/records/opportunities/{opp}", sb.crm_url))
+        .json(&json!({"cosell_syncwithpartnercenter": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    opp
+}
+
+async fn referral_of(sb: &Sandbox, opp: &str) -> Option<String> {
+    let v: Value =
+        reqwest::get(format!("{}/_sim/records/opportunities/{opp}", sb.crm_url)).await.ok()?.json().await.ok()?;
+    v["cosell_referralid"].as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+async fn wait_for_referral(sb: &Sandbox, opp: &str, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if referral_of(sb, opp).await.is_some() {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_opportunity_reaches_partner_center_by_push_with_the_poll_every_ten_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = start(dir.path(), Duration::from_secs(600)).await;
+    assert!(sb.push_url.as_deref().is_some_and(|u| u.ends_with("/crm/dataverse")));
+    // The first poll tick runs at start; after it the next is 10 minutes away.
+    let t0 = Instant::now();
+    while sb.metrics().ticks() < 1 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opp = flag_a_deal(&sb, "Woodgrove – pushed deal").await;
+    let took = wait_for_referral(&sb, &opp, Duration::from_secs(20)).await;
+    assert!(took.is_some(), "not shared with Partner Center within 20 s; errors: {:?}", sb.metrics().errors());
+    assert_eq!(sb.metrics().ticks(), 1, "no poll tick ran after the first: the push did it");
+    let pushed = sb.metrics().samples().into_iter().any(|s| s.via == Some(Arrival::Push) && s.what.contains(&opp));
+    assert!(pushed, "{:?}", sb.metrics().samples());
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_push_is_healed_by_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = start(dir.path(), Duration::from_secs(3)).await;
+    let http = reqwest::Client::new();
+    // Every push about opportunities is lost.
+    let r = http
+        .post(format!("{}/_sim/faults", sb.crm_url))
+        .json(&json!({"kind": "drop_push", "path_contains": "opportunity", "count": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let opp = flag_a_deal(&sb, "Litware – dropped push").await;
+    let took = wait_for_referral(&sb, &opp, Duration::from_secs(30)).await;
+    assert!(took.is_some(), "not healed by the poll; errors: {:?}", sb.metrics().errors());
+    let polled = sb.metrics().samples().into_iter().any(|s| s.via == Some(Arrival::Poll) && s.what.contains(&opp));
+    assert!(polled, "{:?}", sb.metrics().samples());
+    sb.stop().await;
+}
