@@ -11,6 +11,8 @@ use cosell_core::sync::SyncConfig;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::paths::{CONFIG_FILE, sandbox_dir};
+
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,8 +295,8 @@ pub fn default_paths() -> Vec<PathBuf> {
     if let Ok(p) = std::env::var("COSELL_CONFIG") {
         v.push(PathBuf::from(p));
     }
-    v.push(PathBuf::from("cosell.toml"));
-    v.push(crate::sandbox::default_dir().join("cosell.toml"));
+    v.push(PathBuf::from(CONFIG_FILE));
+    v.push(sandbox_dir().join(CONFIG_FILE));
     v
 }
 
@@ -306,7 +308,7 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
                 "no configuration found (looked for $COSELL_CONFIG, ./cosell.toml and {}). \
                  Pass --config <file> (examples/cosell.dynamics.toml is a starting point), \
                  or start `cosell sandbox` first",
-                crate::sandbox::default_dir().join("cosell.toml").display()
+                sandbox_dir().join(CONFIG_FILE).display()
             )
         })?,
     };

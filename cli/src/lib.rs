@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod config;
 pub mod ops;
 pub mod page;
+pub mod paths;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
@@ -136,7 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox { crm, status_port, webhook_port, dir } => {
             let stop = serve::shutdown_signal();
-            let dir = dir.unwrap_or_else(sandbox::default_dir);
+            let dir = dir.unwrap_or_else(paths::sandbox_dir);
             let sb = sandbox::start(sandbox::Options {
                 crm,
                 webhook_port,

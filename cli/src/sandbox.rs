@@ -20,13 +20,12 @@ use crate::config::{
     CrmChoice, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings, SecretSource,
     Settings, StatusPageSettings, StoreSettings, WebhookSettings,
 };
+use crate::paths::CONFIG_FILE;
 use crate::runner::{self, Running};
 use crate::{page, stack};
 
 /// Where the sandbox keeps its store and the config that operations find by default.
-pub fn default_dir() -> PathBuf {
-    PathBuf::from(".cosell").join("sandbox")
-}
+pub use crate::paths::sandbox_dir as default_dir;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -162,7 +161,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         poller: PollerConfig { interval_secs: opts.poll_interval.as_secs_f64(), sweep_every: 3 },
         sync: None,
     };
-    let config_path = opts.dir.join("cosell.toml");
+    let config_path = opts.dir.join(CONFIG_FILE);
     let text = format!(
         "# Written by `cosell sandbox` for the operations commands (cosell status/audit/plan/…).\n\
          # The secrets below are the simulators' published test credentials, nothing real.\n{}",

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{API, ApiError, Db, Req, TableState};
+use super::api::Req;
+use super::response::ApiError;
+use super::{API, Db, TableState};
 
 /// One embedded request.
 #[derive(Debug)]

@@ -2,7 +2,14 @@
 //! navigation properties, with the nested options Dataverse accepts on them
 //! (`$select`, and on collections `$filter`, `$orderby`, `$top`), separated by `;`.
 
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::api::Req;
 use super::odata::{self, Expr};
+use super::query::sort_rows;
+use super::response::ApiError;
+use super::{Db, Row};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Expand {
@@ -81,6 +88,101 @@ pub(crate) fn parse(s: &str) -> Result<Vec<Expand>, String> {
         out.push(e);
     }
     Ok(out)
+}
+
+impl Db {
+    /// The `$expand` of a request, checked against the table.
+    pub(super) fn expands(&self, req: &Req, set: &str) -> Result<Vec<Expand>, ApiError> {
+        let Some(raw) = req.query.get("$expand") else { return Ok(Vec::new()) };
+        let list = parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "0x80060888", &e))?;
+        let def = &self.table(set)?.def;
+        for e in &list {
+            let target = match (def.lookup_by_nav(&e.nav), def.collection(&e.nav)) {
+                (Some(l), _) => {
+                    if e.filter.is_some() || e.top.is_some() || !e.orderby.is_empty() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "0x80060888",
+                            &format!(
+                                "Only $select is supported when expanding the single-valued property '{}'.",
+                                e.nav
+                            ),
+                        ));
+                    }
+                    l.target_set.clone()
+                }
+                (None, Some(c)) => c.child_set.clone(),
+                (None, None) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "0x80060888",
+                        &format!(
+                            "Could not find a property named '{}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                            e.nav, def.logical
+                        ),
+                    ));
+                }
+            };
+            self.check_select(&target, e.select.as_deref())?;
+            let child = &self.table(&target)?.def;
+            let mut props: Vec<String> = e.orderby.iter().map(|(c, _)| c.clone()).collect();
+            if let Some(f) = &e.filter {
+                f.props(&mut props);
+            }
+            if let Some(p) = props.iter().find(|p| !child.readable(p)) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "0x80060888",
+                    &format!(
+                        "Could not find a property named '{p}' on type 'Microsoft.Dynamics.CRM.{}'.",
+                        child.logical
+                    ),
+                ));
+            }
+        }
+        Ok(list)
+    }
+
+    /// Renders a row with its expanded navigation properties.
+    pub(super) fn render_expanded(
+        &self,
+        set: &str,
+        id: &str,
+        select: Option<&[String]>,
+        expands: &[Expand],
+    ) -> Option<Value> {
+        let mut v = self.render(set, id, select)?;
+        let t = self.tables.get(set)?;
+        let row = t.rows.get(id)?;
+        let out = v.as_object_mut()?;
+        for e in expands {
+            if let Some(l) = t.def.lookup_by_nav(&e.nav) {
+                // A multi-table lookup shares its value: only the navigation property of the
+                // table the value points to expands to a row.
+                let target = row.values.get(&l.value_prop).and_then(Value::as_str);
+                let related = target.and_then(|tid| self.render(&l.target_set, tid, e.select.as_deref()));
+                out.insert(e.nav.clone(), related.unwrap_or(Value::Null));
+            } else if let Some(c) = t.def.collection(&e.nav) {
+                let child = self.tables.get(&c.child_set)?;
+                let value_prop = child.def.lookup_by_nav(&c.child_lookup)?.value_prop.clone();
+                let mut rows: Vec<&Row> = child
+                    .rows
+                    .values()
+                    .filter(|r| r.values.get(&value_prop).and_then(Value::as_str) == Some(id))
+                    .filter(|r| e.filter.as_ref().is_none_or(|f| f.eval(&r.values)))
+                    .collect();
+                rows.sort_by_key(|r| r.seq);
+                sort_rows(&mut rows, &e.orderby);
+                if let Some(top) = e.top {
+                    rows.truncate(top);
+                }
+                let related: Vec<Value> =
+                    rows.iter().filter_map(|r| self.render(&c.child_set, &r.id, e.select.as_deref())).collect();
+                out.insert(e.nav.clone(), Value::Array(related));
+            }
+        }
+        Some(v)
+    }
 }
 
 #[cfg(test)]

@@ -503,6 +503,15 @@ pub(crate) fn lit_to_json(l: &Lit) -> Value {
     }
 }
 
+/// A path relative to the API root as (entity set, key inside the parentheses, if any).
+pub(crate) fn split_set_key(rel: &str) -> Option<(&str, Option<&str>)> {
+    match rel.find('(') {
+        Some(i) if rel.ends_with(')') => Some((&rel[..i], Some(&rel[i + 1..rel.len() - 1]))),
+        Some(_) => None,
+        None => Some((rel, None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
