@@ -176,3 +176,22 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine benchmark measures the engine only if the fakes never scan: every lookup its
+    /// scenarios make is answered from an index, at any number of existing records.
+    #[tokio::test]
+    async fn the_engine_scenarios_make_the_fakes_scan_nothing() {
+        for existing in [10, 300] {
+            let engine = Engine::new();
+            let s = scenarios(&engine, existing, 20).await.expect("scenarios run");
+            assert_eq!((s.new.len(), s.echo.len(), s.update.len()), (20, 20, 20));
+            assert_eq!(engine.crm.scanned(), 0, "{existing} existing records");
+            assert!(engine.crm.indexes_agree_with_a_scan());
+            assert_eq!(engine.crm.opportunities().len(), existing + 20);
+        }
+    }
+}

@@ -144,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 status_port,
                 dir: dir.clone(),
                 poll_interval: Duration::from_secs(1),
+                worker_concurrency: config::DEFAULT_WORKER_CONCURRENCY,
                 demo: true,
             })
             .await?;

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     CrmChoice, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings, SecretSource,
-    Settings, StatusPageSettings, StoreSettings, WebhookSettings,
+    Settings, StatusPageSettings, StoreSettings, WebhookSettings, WorkerConfig,
 };
 use crate::paths::CONFIG_FILE;
 use crate::runner::{self, Running};
@@ -34,6 +34,8 @@ pub struct Options {
     pub status_port: u16,
     pub dir: PathBuf,
     pub poll_interval: Duration,
+    /// Messages handled at once per queue (`[worker] concurrency`).
+    pub worker_concurrency: usize,
     /// Seed the demo (the CRM simulator's records and two inbound referrals); off for a benchmark
     /// that needs empty simulators.
     pub demo: bool,
@@ -159,6 +161,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         },
         status_page: StatusPageSettings { listen: status.local_addr()?.to_string() },
         poller: PollerConfig { interval_secs: opts.poll_interval.as_secs_f64(), sweep_every: 3 },
+        worker: WorkerConfig { concurrency: opts.worker_concurrency },
         sync: None,
     };
     let config_path = opts.dir.join(CONFIG_FILE);
@@ -187,6 +190,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         sync: loaded.sync_config()?,
         poll_interval: opts.poll_interval,
         poller: cosell_app::poller::PollerSettings { sweep_every: 3, ..Default::default() },
+        worker_concurrency: opts.worker_concurrency,
     };
     let running = runner::start(parts, webhook)?;
 

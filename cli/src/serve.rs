@@ -133,6 +133,7 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
             sync: loaded.sync_config()?,
             poll_interval: Duration::from_secs_f64(s.poller.interval_secs.max(0.2)),
             poller: cosell_app::poller::PollerSettings { sweep_every: s.poller.sweep_every, ..Default::default() },
+            worker_concurrency: s.worker.concurrency,
         };
         let running = runner::start(parts, webhook)?;
         let app = page::router(page::PageState {

@@ -286,7 +286,8 @@ mod tests {
 
     fn account(name: u8, postal: u8) -> AccountFields {
         // Names differ in case only across the pool's halves: the match ignores ASCII case.
-        let name = if name.is_multiple_of(2) { format!("Contoso {}", name / 2) } else { format!("CONTOSO {}", name / 2) };
+        let name =
+            if name.is_multiple_of(2) { format!("Contoso {}", name / 2) } else { format!("CONTOSO {}", name / 2) };
         AccountFields { name, postal_code: Some(format!("{postal:05}")), country: Some("US".into()) }
     }
 
