@@ -106,7 +106,8 @@ pub(crate) async fn scenarios(engine: &Engine, existing: usize, samples: usize) 
     for (edit, into) in [(false, &mut out.new), (false, &mut out.echo), (true, &mut out.update)] {
         for (i, id) in ids.iter().enumerate() {
             if edit {
-                engine.pc.edit(id.as_str(), &[PatchOp::replace("/details/dealValue", 20_000 + i)]);
+                // A value no seeded referral has (they hold 10,000 + their index).
+                engine.pc.edit(id.as_str(), &[PatchOp::replace("/details/dealValue", 5_000_000 + i)]);
             }
             let t = Instant::now();
             engine.sync(id).await?;
