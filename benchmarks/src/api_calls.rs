@@ -82,6 +82,9 @@ pub async fn stack(kind: CrmKind, pc_config: pcsim::Config) -> anyhow::Result<St
             let cfg =
                 DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
             let fields = cfg.fields.clone();
+            // The environment starts bare: the product's installer first, on a budget not measured.
+            let installer = DynamicsCrm::new(cfg.clone(), cosell_core::fakes::CountingBudget::default())?;
+            installer.apply_schema().await.map_err(|e| anyhow::anyhow!("installing the schema: {e}"))?;
             (sim, AnyCrm::Dynamics(DynamicsCrm::new(cfg, counter.clone())?), fields, Api::Dataverse)
         }
         CrmKind::Salesforce => {

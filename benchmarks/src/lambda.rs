@@ -225,6 +225,16 @@ async fn stack(endpoint: &str) -> anyhow::Result<Stack> {
         .await
         .map_err(|e| anyhow::anyhow!("Partner Center simulator: {e}"))?;
     let crm = dynamics::Simulator::start(dynamics::Config::new(clock)).await?;
+    // The environment starts bare: the product's installer creates the connector's schema.
+    let cfg = cosell_crm::DynamicsConfig::for_simulator(
+        &crm.base_url(),
+        "cosell-connector",
+        secrecy::SecretString::from("sim-secret"),
+    );
+    cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default())?
+        .apply_schema()
+        .await
+        .map_err(|e| anyhow::anyhow!("installing the schema: {e}"))?;
     let sdk = cosell_aws::sdk_config().await;
     let tag = format!("bench-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
     let table = format!("cosell-{tag}");

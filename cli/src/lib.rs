@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub mod config;
+pub mod crm_schema;
 pub mod ops;
 pub mod page;
 pub mod paths;
@@ -123,6 +124,16 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The connector's own schema in the CRM: install (once, before the first sync), uninstall, export.
+    Crm {
+        #[command(subcommand)]
+        action: crm_schema::CrmAction,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Check credentials, roles, webhook registration, CRM fields, currency and clock.
     Doctor {
         #[command(flatten)]
@@ -164,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ops::reconcile(since.as_deref(), dry_run, config.config.as_deref(), json).await
         }
         Command::Dlq { action, config, json } => ops::dlq(action, config.config.as_deref(), json).await,
+        Command::Crm { action, config, json } => crm_schema::crm(action, config.config.as_deref(), json).await,
         Command::Doctor { config, json } => ops::doctor(config.config.as_deref(), json).await,
     }
 }

@@ -502,7 +502,43 @@ struct Check {
     name: &'static str,
     ok: bool,
     detail: String,
-    fix: &'static str,
+    fix: std::borrow::Cow<'static, str>,
+}
+
+/// Doctor's schema check from the install plan: (ok, detail, fix).
+fn schema_check(
+    plan: Result<cosell_crm::schema::SchemaPlan, cosell_crm::schema::SchemaError>,
+) -> (bool, String, std::borrow::Cow<'static, str>) {
+    use cosell_crm::schema::SchemaError;
+    match plan {
+        Ok(plan) => {
+            let problems = plan.field_problems();
+            if problems.is_empty() {
+                return (true, "every connector field is there with its type and options".into(), "".into());
+            }
+            let detail = problems
+                .iter()
+                .map(|(i, _)| match &i.action {
+                    cosell_crm::schema::Action::Conflict { found, .. } => format!("{} is {found}", i.qualified()),
+                    _ => format!("{} missing", i.qualified()),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let fixes: Vec<String> = problems.iter().map(|(_, f)| f.clone()).collect();
+            let fix = if fixes.iter().all(|f| f == "run `cosell crm install`") {
+                "run `cosell crm install` (once, with the CRM credentials of this configuration)".to_owned()
+            } else {
+                let mut unique = fixes.clone();
+                unique.dedup();
+                unique.join("; ")
+            };
+            (false, detail, fix.into())
+        }
+        Err(SchemaError::MissingPrivilege { privilege, fix, .. }) => {
+            (false, format!("the CRM user lacks the privilege `{privilege}` to read the schema"), fix.into())
+        }
+        Err(e) => (false, e.to_string(), "check that the CRM is reachable (see the check above)".into()),
+    }
 }
 
 pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
@@ -527,7 +563,7 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "signed in; referrals readable".into()),
-            fix: "check [partner_center] client id/secret and that the user has the Referrals admin role",
+            fix: "check [partner_center] client id/secret and that the user has the Referrals admin role".into(),
         });
         let reg = pc.get_registration().await;
         let want = loaded.settings.webhook.public_url.clone();
@@ -544,26 +580,26 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
             name: "webhook registration points at us",
             ok,
             detail,
-            fix: "run `cosell webhook register` (set [webhook] public_url first)",
+            fix: "run `cosell webhook register` (set [webhook] public_url first)".into(),
         });
         let who = crm.whoami().await;
         checks.push(Check {
             name: "CRM reachable",
             ok: who.is_ok(),
             detail: who.as_ref().err().map(|e| e.to_string()).unwrap_or_else(|| "signed in".into()),
-            fix: "check the CRM URL, client id/secret, and the application user's security role",
+            fix: "check the CRM URL, client id/secret, and the application user's security role".into(),
         });
-        let fields = crm.changes(None).await;
-        checks.push(Check {
-            name: "custom fields present",
-            ok: fields.is_ok(),
-            detail: fields
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "the connector's fields can be queried".into()),
-            fix: "install the connector's solution/package (the cosell_* columns or *__c fields) in the CRM",
-        });
+        // The schema field by field, through the installer's own check (name, type, options; FLS
+        // on Salesforce): each missing or mistyped field named, a missing privilege as a privilege.
+        let (ok, detail, fix) = match crm.plan_schema().await {
+            // A CRM whose installer is not in this build: the fields must at least be queryable.
+            Err(cosell_crm::schema::SchemaError::Unsupported(_)) => match crm.changes(None).await {
+                Ok(_) => (true, "the connector's fields can be queried".into(), "".into()),
+                Err(e) => (false, e.to_string(), "install the connector's fields in the CRM".into()),
+            },
+            plan => schema_check(plan),
+        };
+        checks.push(Check { name: "CRM schema (connector fields)", ok, detail, fix });
         let sync = loaded.sync_config()?;
         checks.push(Check {
             name: "currency configured",
@@ -573,7 +609,7 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
                 sync.default_currency,
                 if sync.currencies.is_empty() { "any (check disabled)".into() } else { sync.currencies.join(", ") }
             ),
-            fix: "set sync.default_currency and sync.currencies to the CRM's enabled currencies",
+            fix: "set sync.default_currency and sync.currencies to the CRM's enabled currencies".into(),
         });
         checks
     });
@@ -584,13 +620,13 @@ pub async fn doctor(path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
             name: "clock skew",
             ok: s.abs() < 120,
             detail: format!("{s} s against the token endpoint"),
-            fix: "synchronise this machine's clock (NTP)",
+            fix: "synchronise this machine's clock (NTP)".into(),
         },
         Err(e) => Check {
             name: "clock skew",
             ok: false,
             detail: e.to_string(),
-            fix: "check network access to the token endpoint",
+            fix: "check network access to the token endpoint".into(),
         },
     });
     let failed = checks.iter().filter(|c| !c.ok).count();

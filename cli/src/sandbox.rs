@@ -51,6 +51,8 @@ pub struct Sandbox {
     pub config_path: PathBuf,
     /// The demo's records: inbound referral ids, flagged CRM opportunity ids, the one missing its country.
     pub demo: Demo,
+    /// What `cosell crm install` created in the simulated CRM before anything else ran.
+    pub schema: String,
     running: Running,
     page: tokio::task::JoinHandle<()>,
     page_stop: tokio::sync::watch::Sender<bool>,
@@ -180,6 +182,13 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     let budget = stack::budget(state.clone());
     let pc_client = Arc::new(stack::partner_center(&loaded, budget.clone())?);
     let crm_client = Arc::new(stack::crm(&loaded, budget)?);
+    // The simulated CRM starts bare, as a partner's org does: the path a partner takes starts with
+    // `cosell crm install`.
+    let schema = match crate::crm_schema::install(&crm_client, false).await {
+        Ok(plan) => crate::crm_schema::describe(&plan, false),
+        Err(cosell_crm::schema::SchemaError::Unsupported(why)) => format!("cosell crm install: {why}"),
+        Err(e) => return Err(anyhow::Error::new(e).context("installing the connector's schema in the CRM simulator")),
+    };
     let parts = runner::Parts {
         pc: pc_client.clone(),
         crm: crm_client,
@@ -230,6 +239,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         crm_url,
         config_path,
         demo,
+        schema,
         running,
         page,
         page_stop,
@@ -335,7 +345,8 @@ async fn seed(pc: &SimHandle, crm: CrmChoice, crm_url: &str) -> anyhow::Result<D
 /// Prints where everything is.
 pub fn banner(s: &Sandbox, dir: &Path) -> String {
     format!(
-        "Co-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {}\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        "{}\n\nCo-sell Connector sandbox is running (Ctrl-C to stop)\n\n  status page              {}\n  webhook receiver         {}\n  Partner Center simulator {}\n  CRM simulator            {}\n  store and config         {}\n\nThe demo syncs in a few seconds. Then try:\n  cosell status \"{}\"      # why didn't my deal sync?\n  cosell audit {}\n",
+        s.schema,
         s.status_url,
         s.webhook_url,
         s.partner_center_url,

@@ -98,8 +98,13 @@ pub async fn sim(which: SimKind, port: u16) -> anyhow::Result<()> {
                 salesforce::Simulator::start(c).await
             }
             .with_context(|| format!("the simulator did not start on port {port}: is the port free?"))?;
+            let bare = if matches!(which, SimKind::Dynamics) {
+                "\nIt holds only the standard schema: run `cosell crm install --config …` against it first (the demo's deals are flagged once the schema is published)."
+            } else {
+                ""
+            };
             ops::say(&format!(
-                "{which:?} simulator on {} (client id cosell-connector, secret sim-secret; control API under /_sim/)\nCtrl-C to stop.",
+                "{which:?} simulator on {} (client id cosell-connector, secret sim-secret; control API under /_sim/){bare}\nCtrl-C to stop.",
                 handle.base_url()
             ));
             stop.await;

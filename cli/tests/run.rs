@@ -47,6 +47,16 @@ async fn run_syncs_both_ways_against_the_configured_endpoints_without_echoing_se
     .unwrap();
     std::fs::write(dir.path().join("pc-password"), format!("{}\n", pcsim::DEFAULT_PASSWORD)).unwrap();
 
+    // The CRM simulator starts bare, as a partner's org does: the schema first, as the README says.
+    let install = Command::new(env!("CARGO_BIN_EXE_cosell"))
+        .args(["crm", "install", "--config"])
+        .arg(&config)
+        .env("COSELL_PC_CLIENT_SECRET", pcsim::DEFAULT_CLIENT_SECRET)
+        .env("COSELL_DYNAMICS_CLIENT_SECRET", "sim-secret")
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "crm install: {}", String::from_utf8_lossy(&install.stderr));
+
     let mut child = Command::new(env!("CARGO_BIN_EXE_cosell"))
         .args(["run", "--config"])
         .arg(&config)

@@ -58,6 +58,9 @@ async fn stack(kind: CrmKind) -> Stack {
             let cfg =
                 DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
             let fields = cfg.fields.clone();
+            // The environment starts bare: the product's installer creates the connector's schema.
+            let installer = DynamicsCrm::new(cfg.clone(), CountingBudget::default()).unwrap();
+            installer.apply_schema().await.expect("installing the connector's schema");
             (sim, AnyCrm::Dynamics(DynamicsCrm::new(cfg, CountingBudget::default()).unwrap()), fields)
         }
         CrmKind::Salesforce => {

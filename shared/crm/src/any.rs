@@ -8,6 +8,7 @@ use cosell_core::crm::{
 };
 use cosell_core::ids::ReferralId;
 
+use crate::schema::{ConnectorSchema, SchemaError, SchemaPlan};
 use crate::{DynamicsCrm, SalesforceCrm};
 
 /// Dynamics 365 or Salesforce.
@@ -135,5 +136,37 @@ impl<B: ApiBudget> CrmPort for AnyCrm<B> {
 
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
         dispatch!(self, c => c.changes(cursor))
+    }
+}
+
+/// The connector's own schema in the CRM (`cosell crm install|uninstall`, doctor's field check):
+/// `schema::dynamics` and `schema::salesforce` do the work.
+impl<B: ApiBudget> AnyCrm<B> {
+    /// The schema the configured field map needs.
+    pub fn connector_schema(&self) -> ConnectorSchema {
+        match self {
+            AnyCrm::Dynamics(c) => ConnectorSchema::from_field_map(c.fields()),
+            AnyCrm::Salesforce(c) => ConnectorSchema::from_field_map(c.fields()),
+        }
+    }
+
+    /// What install would do, reading the CRM's metadata only.
+    pub async fn plan_schema(&self) -> Result<SchemaPlan, SchemaError> {
+        dispatch!(self, c => c.plan_schema())
+    }
+
+    /// Installs what is missing; fails, writing nothing, on a conflict or a missing privilege.
+    pub async fn apply_schema(&self) -> Result<SchemaPlan, SchemaError> {
+        dispatch!(self, c => c.apply_schema())
+    }
+
+    /// What uninstall would remove (the connector's own objects only).
+    pub async fn plan_uninstall(&self) -> Result<SchemaPlan, SchemaError> {
+        dispatch!(self, c => c.plan_uninstall())
+    }
+
+    /// Removes the connector's own objects.
+    pub async fn uninstall_schema(&self) -> Result<SchemaPlan, SchemaError> {
+        dispatch!(self, c => c.uninstall_schema())
     }
 }

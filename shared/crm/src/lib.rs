@@ -9,6 +9,7 @@ pub use any::AnyCrm;
 
 pub use dynamics::{DynamicsConfig, DynamicsCrm};
 pub mod salesforce;
+pub mod schema;
 
 pub use salesforce::{SalesforceAuth, SalesforceConfig, SalesforceCrm};
 

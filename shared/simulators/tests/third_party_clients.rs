@@ -54,6 +54,11 @@ async fn msal_and_requests_authenticate_query_create_and_update_on_the_dataverse
     let mut config = dynamics::Config::new(Arc::new(SystemClock));
     config.org_url = Some(org.into());
     let sim = dynamics::Simulator::start(config).await.unwrap();
+    // The environment starts bare: the product's installer creates the connector's schema.
+    let cfg =
+        cosell_crm::DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", "sim-secret".to_owned().into());
+    let installer = cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
+    installer.apply_schema().await.expect("installing the connector's schema");
     let out = run_client("dynamics_client.py", &[sim.base_url(), org.into()]).await;
     let opp = out["opportunity"].as_str().unwrap();
     let row = sim_get(&format!("{}/_sim/records/opportunities/{opp}", sim.base_url())).await;
@@ -77,4 +82,33 @@ async fn simple_salesforce_authenticates_queries_creates_and_updates_on_the_sale
     assert_eq!(row["AccountId"], out["account"]);
     let stats = sim_get(&format!("{}/_sim/stats", sim.base_url())).await;
     assert!(stats["api_calls_today"].as_u64().unwrap() >= 10, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msal_and_requests_see_the_connectors_columns_only_after_install() {
+    let org = "https://cosell-sim.crm4.dynamics.com";
+    let mut config = dynamics::Config::new(Arc::new(SystemClock));
+    config.org_url = Some(org.into());
+    let sim = dynamics::Simulator::start(config).await.unwrap();
+    let before = run_client("dynamics_schema_client.py", &[sim.base_url(), org.into()]).await;
+    assert_eq!(before["query_status"], 400, "{before}");
+    assert!(
+        before["query_error"]
+            .as_str()
+            .unwrap()
+            .contains("Could not find a property named 'cosell_syncwithpartnercenter'"),
+        "{before}"
+    );
+    assert_eq!(before["flag_status"], 404, "{before}");
+
+    let cfg =
+        cosell_crm::DynamicsConfig::for_simulator(&sim.base_url(), "cosell-connector", "sim-secret".to_owned().into());
+    let installer = cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
+    installer.apply_schema().await.expect("installing the connector's schema");
+
+    let after = run_client("dynamics_schema_client.py", &[sim.base_url(), org.into()]).await;
+    assert_eq!(after["query_status"], 200, "{after}");
+    assert_eq!(after["flag_type"], "#Microsoft.Dynamics.CRM.BooleanAttributeMetadata", "{after}");
+    let options: Vec<i64> = after["help_options"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+    assert_eq!(options, (100_000_000..100_000_006).collect::<Vec<i64>>(), "{after}");
 }

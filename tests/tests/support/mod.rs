@@ -139,6 +139,16 @@ impl Rig {
             }
         }
         .expect("CRM simulator");
+        if kind == CrmKind::Dynamics {
+            // The environment starts bare: the product's installer creates the connector's schema.
+            let cfg = cosell_crm::DynamicsConfig::for_simulator(
+                &crm_sim.base_url(),
+                "cosell-connector",
+                secrecy::SecretString::from("sim-secret"),
+            );
+            let installer = cosell_crm::DynamicsCrm::new(cfg, cosell_core::fakes::CountingBudget::default()).unwrap();
+            installer.apply_schema().await.expect("installing the connector's schema");
+        }
 
         // Fresh AWS resources, as the stack would create them.
         let table = cosell_testkit::unique_name("e2e");

@@ -6,12 +6,12 @@ use serde_json::Value;
 
 use crate::http::{Resp, quoted_field};
 
-pub(super) fn dataverse_code(resp: &Resp) -> Option<String> {
+pub(crate) fn dataverse_code(resp: &Resp) -> Option<String> {
     resp.json().ok()?.get("error")?.get("code")?.as_str().map(str::to_owned)
 }
 
 /// Maps a Dataverse error response (`{"error":{"code","message"}}`) to the port's error.
-pub(super) fn error_of(resp: &Resp, (entity, id): (&str, &str)) -> CrmError {
+pub(crate) fn error_of(resp: &Resp, (entity, id): (&str, &str)) -> CrmError {
     let body = resp.json().unwrap_or(Value::Null);
     let message = body
         .get("error")

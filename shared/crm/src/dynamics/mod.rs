@@ -13,7 +13,7 @@
 
 mod auth;
 mod changes;
-mod errors;
+pub(crate) mod errors;
 mod query;
 mod write;
 
@@ -160,7 +160,8 @@ impl<B: ApiBudget> DynamicsCrm<B> {
     }
 
     /// One Web API call (charged), re-authenticating once on 401. Returns the response whatever its status.
-    async fn send_raw(
+    /// (Crate-visible for the schema installer, `schema::dynamics`.)
+    pub(crate) async fn send_raw(
         &self,
         method: Method,
         url: &str,
@@ -190,7 +191,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         .await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -202,7 +203,7 @@ impl<B: ApiBudget> DynamicsCrm<B> {
         if resp.ok() { Ok(resp) } else { Err(error_of(&resp, what)) }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.config.api())
     }
 }

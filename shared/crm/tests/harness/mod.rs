@@ -78,7 +78,21 @@ pub struct DynamicsHarness {
 }
 
 impl DynamicsHarness {
+    /// A simulated environment with the connector's schema installed by the product's installer
+    /// (`cosell crm install`), on a budget of its own so that tests count only their own calls.
     pub async fn with_config(edit: impl FnOnce(&mut dynamics::Config)) -> Self {
+        let h = Self::bare_with_config(edit).await;
+        let installer = DynamicsCrm::new(h.crm_config(), CountingBudget::default()).unwrap();
+        installer.apply_schema().await.expect("installing the connector's schema");
+        h
+    }
+
+    /// A fresh environment: the standard schema only.
+    pub async fn bare() -> Self {
+        Self::bare_with_config(|_| {}).await
+    }
+
+    pub async fn bare_with_config(edit: impl FnOnce(&mut dynamics::Config)) -> Self {
         let clock = start_clock();
         let mut config = dynamics::Config::new(Arc::new(clock.clone()));
         edit(&mut config);
@@ -89,6 +103,13 @@ impl DynamicsHarness {
         cfg.timeout = Duration::from_millis(800);
         let crm = DynamicsCrm::new(cfg, budget.clone()).unwrap();
         Self { sim, crm, budget, clock }
+    }
+
+    pub fn crm_config(&self) -> DynamicsConfig {
+        let mut cfg =
+            DynamicsConfig::for_simulator(&self.sim.base_url(), "cosell-connector", SecretString::from("sim-secret"));
+        cfg.timeout = Duration::from_secs(5);
+        cfg
     }
 }
 

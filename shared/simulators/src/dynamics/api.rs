@@ -148,6 +148,12 @@ impl Db {
 
     pub(super) fn dispatch(&mut self, req: &Req) -> Result<Response, ApiError> {
         let path = req.path.trim_end_matches('/');
+        if let Some(r) = self.metadata_write(req, path) {
+            return r;
+        }
+        if let Some(r) = self.metadata_read(req, path) {
+            return r;
+        }
         match (req.method.clone(), path) {
             (Method::GET, "WhoAmI" | "WhoAmI()") => Ok(odata_json(json!({
                 "@odata.context": format!("{}{API}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", self.base_url),

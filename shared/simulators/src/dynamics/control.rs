@@ -1,11 +1,14 @@
 //! The control API (`/_sim/…`) tests and the sandbox drive: API counter stats, fault injection,
-//! listing rows, each row's write log, and reading, creating, editing and deleting rows as a CRM user.
+//! listing rows, each row's write log, reading, creating, editing and deleting rows as a CRM user,
+//! the metadata write log, and the application user's privileges (an admin taking the System
+//! Customizer role away: `DELETE /_sim/privileges/customization`, or one privilege by name).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::metadata_write::CUSTOMIZATION_PRIVILEGES;
 use super::response::{ApiError, with_status};
 use super::{Db, SIM_USER_ID};
 use crate::crm_common::{ApiStats, Fault, Shared, lock};
@@ -94,4 +97,33 @@ pub(super) async fn sim_delete(State(state): State<Shared<Db>>, Path((set, id)):
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Every metadata write (creates, deletes, publishes) in order: a dry run leaves it empty.
+pub(super) async fn sim_metadata_writes(State(state): State<Shared<Db>>) -> Response {
+    let db = lock(&state);
+    axum::Json(json!({"value": db.metadata_writes})).into_response()
+}
+
+fn privileges_named(name: &str) -> Vec<String> {
+    if name == "customization" {
+        CUSTOMIZATION_PRIVILEGES.iter().map(|p| (*p).to_owned()).collect()
+    } else {
+        vec![name.to_owned()]
+    }
+}
+
+/// Takes a privilege (or `customization`: all of them) away from the application user's role.
+pub(super) async fn sim_revoke_privilege(State(state): State<Shared<Db>>, Path(name): Path<String>) -> StatusCode {
+    lock(&state).revoked.extend(privileges_named(&name));
+    StatusCode::NO_CONTENT
+}
+
+/// Gives a privilege (or `customization`) back.
+pub(super) async fn sim_grant_privilege(State(state): State<Shared<Db>>, Path(name): Path<String>) -> StatusCode {
+    let mut db = lock(&state);
+    for p in privileges_named(&name) {
+        db.revoked.remove(&p);
+    }
+    StatusCode::NO_CONTENT
 }

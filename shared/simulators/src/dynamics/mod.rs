@@ -10,15 +10,25 @@
 //!   or alternate key (`GET/PATCH/DELETE`, `If-Match`,
 //!   `If-None-Match`, upsert, `Prefer: return=representation`), single columns and lookup `$ref`s
 //!   (`PUT|DELETE …/{column}`, `…/{nav}/$ref`), `{set}/$count`, `WinOpportunity`, `LoseOpportunity`.
+//! - metadata (`metadata.rs`, `metadata_write.rs`): `EntityDefinitions` (read, create, delete),
+//!   `…/Attributes` (typed `AttributeMetadata`, casts, `$expand=OptionSet`), `…/Keys`,
+//!   `RelationshipDefinitions`, `PublishXml`, `MSCRM.SolutionUniqueName`, the customisation privileges
+//!   and `systemusers(…)/Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName(…)`. A fresh
+//!   environment holds only the standard tables: the connector's columns and table exist once its
+//!   installer created them, and until then naming them fails as Dataverse does ("Could not find a
+//!   property named …", 400).
 //! - `/_sim/…` — the control API: `GET /_sim/stats`, `POST|DELETE /_sim/faults`,
 //!   `GET|POST /_sim/records/{set}`, `GET|PATCH|DELETE /_sim/records/{set}/{id}` (acting as a CRM user),
-//!   `GET /_sim/writes/{set}` (each row's writes: time at full precision and user, for benchmarks).
+//!   `GET /_sim/writes/{set}` (each row's writes: time at full precision and user, for benchmarks),
+//!   `GET /_sim/metadata/writes`, `DELETE|POST /_sim/privileges/{prvName|customization}`.
 
 mod api;
 mod auth;
 mod batch;
 mod control;
 mod expand;
+mod metadata;
+mod metadata_write;
 mod odata;
 mod query;
 mod records;
@@ -27,7 +37,7 @@ mod rows;
 mod schema;
 mod seed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -120,6 +130,14 @@ struct Db {
     delta_floor: u64,
     counter: ApiCounter,
     faults: Faults,
+    /// One-to-many relationships created through the Web API (`OneToManyRelationshipMetadata`).
+    relationships: Vec<Value>,
+    /// Privileges taken away from the application user's security role (`/_sim/privileges`).
+    revoked: BTreeSet<String>,
+    /// Every metadata write (create, delete, publish), for tests that prove a dry run wrote nothing.
+    metadata_writes: Vec<Value>,
+    /// The demo rows waiting for the connector's schema (`seed.rs`).
+    demo_pending: Option<seed::DemoRows>,
 }
 
 /// The Dataverse simulator.
@@ -146,6 +164,8 @@ fn router(state: Shared<Db>) -> Router {
         .route("/_sim/faults", post(control::sim_add_fault).delete(control::sim_clear_faults))
         .route("/_sim/records/{set}", get(control::sim_list).post(control::sim_create))
         .route("/_sim/writes/{set}", get(control::sim_writes))
+        .route("/_sim/metadata/writes", get(control::sim_metadata_writes))
+        .route("/_sim/privileges/{name}", post(control::sim_grant_privilege).delete(control::sim_revoke_privilege))
         .route("/_sim/records/{set}/{id}", get(control::sim_get).patch(control::sim_patch).delete(control::sim_delete))
         .with_state(state)
 }
@@ -181,6 +201,10 @@ impl Db {
             delta_floor: 0,
             counter: ApiCounter::default(),
             faults: Faults::default(),
+            relationships: Vec::new(),
+            revoked: BTreeSet::new(),
+            metadata_writes: Vec::new(),
+            demo_pending: None,
         };
         for (i, (code, name, symbol, rate)) in [
             ("USD", "US Dollar", "$", 1.0),
@@ -196,6 +220,7 @@ impl Db {
                 "currencysymbol": symbol, "exchangerate": rate});
             let _ = db.insert("transactioncurrencies", body.as_object().cloned().unwrap_or_default(), APP_USER_ID);
         }
+        db.seed_solutions();
         if db.config.seed_demo
             && let Err(e) = db.seed_demo()
         {

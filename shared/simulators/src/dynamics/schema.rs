@@ -1,5 +1,10 @@
-//! The tables the simulated Dataverse environment has: the standard ones the connector uses and the
-//! connector's own schema (`cosell_` columns, `cosell_pcsolution` table).
+//! The tables a fresh Dataverse environment has: the standard ones the connector uses, and the
+//! solution tables (`publisher`, `solution`, `solutioncomponent`). The connector's own columns and
+//! table are not here: its installer creates them through the metadata endpoints (`metadata.rs`).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -26,7 +31,7 @@ impl Ty {
         }
     }
 
-    pub(crate) fn accepts(self, v: &serde_json::Value) -> bool {
+    pub(crate) fn accepts(self, v: &Value) -> bool {
         use serde_json::Value as V;
         match (self, v) {
             (_, V::Null) => true,
@@ -77,6 +82,66 @@ pub(crate) struct Table {
     pub money: bool,
     /// `fullname` computed from first + last name.
     pub fullname: bool,
+    /// What `EntityDefinitions` shows beyond the row store's needs.
+    pub meta: TableMeta,
+}
+
+/// A table's definition as the metadata endpoints show it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TableMeta {
+    pub metadata_id: String,
+    pub custom: bool,
+    pub label: String,
+    pub plural: String,
+    pub description: String,
+    pub primary_name: Option<String>,
+    pub object_type_code: i64,
+    pub change_tracking: bool,
+    pub ownership: String,
+    /// Columns created through the Web API: logical name → their `AttributeMetadata` as stored.
+    pub attributes: BTreeMap<String, Value>,
+    /// Alternate keys created through the Web API: logical name → (MetadataId, key columns).
+    pub keys: BTreeMap<String, (String, Vec<String>)>,
+}
+
+impl TableMeta {
+    fn standard(logical: &str, label: &str, plural: &str, otc: i64, primary_name: Option<&str>) -> Self {
+        Self {
+            metadata_id: stable_id(logical),
+            custom: false,
+            label: label.into(),
+            plural: plural.into(),
+            description: String::new(),
+            primary_name: primary_name.map(str::to_owned),
+            object_type_code: otc,
+            change_tracking: true,
+            ownership: if matches!(logical, "transactioncurrency" | "publisher" | "solution" | "solutioncomponent") {
+                "OrganizationOwned".into()
+            } else {
+                "UserOwned".into()
+            },
+            attributes: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// A GUID derived from a name, stable across runs (standard metadata ids).
+pub(crate) fn stable_id(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut g: u64 = 0x8422_2325_cbf2_9ce4;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        g = (g ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+    }
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        g >> 52,
+        g & 0xffff_ffff_ffff
+    )
 }
 
 impl Table {
@@ -118,19 +183,8 @@ fn coll(nav: &str, child_set: &str, child_lookup: &str) -> Collection {
     Collection { nav: nav.into(), child_set: child_set.into(), child_lookup: child_lookup.into() }
 }
 
-const COSELL: [(&str, Ty); 8] = [
-    ("cosell_syncwithpartnercenter", Ty::Bool),
-    ("cosell_referralid", Ty::Text),
-    ("cosell_referrallink", Ty::Text),
-    ("cosell_mshelp", Ty::Choices),
-    ("cosell_visibility", Ty::Int),
-    ("cosell_microsoftcrmid", Ty::Text),
-    ("cosell_audit", Ty::Text),
-    ("cosell_syncstatus", Ty::Text),
-];
-
 pub(crate) fn standard_tables() -> Vec<Table> {
-    let mut opp_cols = cols(&[
+    let opp_cols = cols(&[
         ("name", Ty::Text),
         ("estimatedvalue", Ty::Money),
         ("isrevenuesystemcalculated", Ty::Bool),
@@ -143,8 +197,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
         ("stepname", Ty::Text),
         ("msdyn_forecastcategory", Ty::Int),
     ]);
-    opp_cols.extend(cols(&COSELL));
-    let mut lead_cols = cols(&[
+    let lead_cols = cols(&[
         ("subject", Ty::Text),
         ("firstname", Ty::Text),
         ("lastname", Ty::Text),
@@ -156,7 +209,6 @@ pub(crate) fn standard_tables() -> Vec<Table> {
         ("estimatedamount", Ty::Money),
         ("description", Ty::Text),
     ]);
-    lead_cols.extend(cols(&COSELL));
     vec![
         Table {
             logical: "opportunity".into(),
@@ -171,16 +223,13 @@ pub(crate) fn standard_tables() -> Vec<Table> {
                 lk("transactioncurrencyid", "transactioncurrencies", "_transactioncurrencyid_value"),
                 lk("originatingleadid", "leads", "_originatingleadid_value"),
             ],
-            collections: vec![coll(
-                "cosell_opportunity_cosell_pcsolution",
-                "cosell_pcsolutions",
-                "cosell_opportunityid",
-            )],
-            alt_keys: vec![vec!["cosell_referralid".into()]],
+            collections: vec![],
+            alt_keys: vec![],
             required: vec!["name".into()],
             states: vec![(0, vec![1, 2]), (1, vec![3]), (2, vec![4, 5])],
             money: true,
             fullname: false,
+            meta: TableMeta::standard("opportunity", "Opportunity", "Opportunities", 3, Some("name")),
         },
         Table {
             logical: "lead".into(),
@@ -189,11 +238,12 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             columns: lead_cols,
             lookups: vec![lk("transactioncurrencyid", "transactioncurrencies", "_transactioncurrencyid_value")],
             collections: vec![],
-            alt_keys: vec![vec!["cosell_referralid".into()]],
+            alt_keys: vec![],
             required: vec!["subject".into(), "lastname".into()],
             states: vec![(0, vec![1, 2]), (1, vec![3]), (2, vec![4, 5, 6, 7])],
             money: true,
             fullname: true,
+            meta: TableMeta::standard("lead", "Lead", "Leads", 4, Some("fullname")),
         },
         Table {
             logical: "account".into(),
@@ -224,6 +274,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             states: vec![(0, vec![1]), (1, vec![2])],
             money: false,
             fullname: false,
+            meta: TableMeta::standard("account", "Account", "Accounts", 1, Some("name")),
         },
         Table {
             logical: "contact".into(),
@@ -249,6 +300,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             states: vec![(0, vec![1]), (1, vec![2])],
             money: false,
             fullname: true,
+            meta: TableMeta::standard("contact", "Contact", "Contacts", 2, Some("fullname")),
         },
         Table {
             logical: "transactioncurrency".into(),
@@ -267,19 +319,7 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             states: vec![],
             money: false,
             fullname: false,
-        },
-        Table {
-            logical: "cosell_pcsolution".into(),
-            set: "cosell_pcsolutions".into(),
-            pk: "cosell_pcsolutionid".into(),
-            columns: cols(&[("cosell_name", Ty::Text), ("cosell_solutionid", Ty::Text)]),
-            lookups: vec![lk("cosell_opportunityid", "opportunities", "_cosell_opportunityid_value")],
-            collections: vec![],
-            alt_keys: vec![],
-            required: vec!["cosell_solutionid".into()],
-            states: vec![],
-            money: false,
-            fullname: false,
+            meta: TableMeta::standard("transactioncurrency", "Currency", "Currencies", 9105, Some("currencyname")),
         },
         Table {
             logical: "opportunityclose".into(),
@@ -298,6 +338,67 @@ pub(crate) fn standard_tables() -> Vec<Table> {
             states: vec![],
             money: false,
             fullname: false,
+            meta: TableMeta::standard(
+                "opportunityclose",
+                "Opportunity Close",
+                "Opportunity Close Activities",
+                4208,
+                Some("subject"),
+            ),
+        },
+        Table {
+            logical: "publisher".into(),
+            set: "publishers".into(),
+            pk: "publisherid".into(),
+            columns: cols(&[
+                ("uniquename", Ty::Text),
+                ("friendlyname", Ty::Text),
+                ("customizationprefix", Ty::Text),
+                ("customizationoptionvalueprefix", Ty::Int),
+                ("description", Ty::Text),
+            ]),
+            lookups: vec![],
+            collections: vec![],
+            alt_keys: vec![vec!["uniquename".into()]],
+            required: vec!["uniquename".into(), "friendlyname".into(), "customizationprefix".into()],
+            states: vec![],
+            money: false,
+            fullname: false,
+            meta: TableMeta::standard("publisher", "Publisher", "Publishers", 7101, Some("friendlyname")),
+        },
+        Table {
+            logical: "solution".into(),
+            set: "solutions".into(),
+            pk: "solutionid".into(),
+            columns: cols(&[
+                ("uniquename", Ty::Text),
+                ("friendlyname", Ty::Text),
+                ("version", Ty::Text),
+                ("description", Ty::Text),
+                ("ismanaged", Ty::Bool),
+            ]),
+            lookups: vec![lk("publisherid", "publishers", "_publisherid_value")],
+            collections: vec![],
+            alt_keys: vec![vec!["uniquename".into()]],
+            required: vec!["uniquename".into(), "friendlyname".into(), "version".into(), "_publisherid_value".into()],
+            states: vec![],
+            money: false,
+            fullname: false,
+            meta: TableMeta::standard("solution", "Solution", "Solutions", 7100, Some("friendlyname")),
+        },
+        Table {
+            logical: "solutioncomponent".into(),
+            set: "solutioncomponents".into(),
+            pk: "solutioncomponentid".into(),
+            columns: cols(&[("componenttype", Ty::Int), ("objectid", Ty::Text), ("rootcomponentbehavior", Ty::Int)]),
+            lookups: vec![lk("solutionid", "solutions", "_solutionid_value")],
+            collections: vec![],
+            alt_keys: vec![],
+            required: vec!["componenttype".into(), "objectid".into()],
+            states: vec![],
+            money: false,
+            fullname: false,
+            meta: TableMeta::standard("solutioncomponent", "Solution Component", "Solution Components", 7103, None),
         },
     ]
 }
