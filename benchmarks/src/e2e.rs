@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use cosell_cli::config::DEFAULT_WORKER_CONCURRENCY;
 use cosell_cli::config::{CrmChoice, PollerConfig};
 use cosell_cli::sandbox::{self, Options, Sandbox};
 use cosell_core::sync::SyncConfig;
@@ -108,6 +109,7 @@ async fn start(crm: CrmChoice, interval: Interval) -> anyhow::Result<(Sandbox, s
         status_port: 0,
         dir: dir.clone(),
         poll_interval: interval.every,
+        worker_concurrency: DEFAULT_WORKER_CONCURRENCY,
         demo: false,
     })
     .await?;
@@ -454,7 +456,8 @@ pub async fn run(scale: Scale) -> anyhow::Result<String> {
     out.push_str(&format!(
         "The simulators over HTTP and the connector as `cosell sandbox` runs it, without its demo data: embedded SQLite \
          store and queues, the webhook receiver registered with the Partner Center simulator (every delivery signed and \
-         verified), one worker per queue, the poller. {n} records per direction, created one after the other as fast as \
+         verified), one worker per queue handling up to {DEFAULT_WORKER_CONCURRENCY} message groups at once (`[worker] \
+         concurrency`, the default; one referral's or record's messages strictly in order), the poller. {n} records per direction, created one after the other as fast as \
          the simulators' control API takes them (a burst: later records queue behind earlier ones, so p99 is close to the \
          total). Latencies are differences of timestamps the simulators recorded on the same clock: Partner Center's \
          `createdDateTime` of the referral and the CRM simulator's record of the opportunity's creation \

@@ -76,8 +76,38 @@ impl Report {
         Self { scale, sections: Vec::new() }
     }
 
+    /// Adds a section, stamped with the run that measured it (a partial run replaces single
+    /// sections, so each says when, where and under what load it was measured).
     pub fn section(&mut self, markdown: String) {
-        self.sections.push(markdown);
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
+        let stamp = format!(
+            "_Measured {} on {}, {}; load average at the end of the section (1, 5, 15 min): {load}._\n",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+            machine(),
+            self.build()
+        );
+        self.sections.push(format!("{}\n\n{stamp}", markdown.trim_end()));
+    }
+
+    fn build(&self) -> &'static str {
+        match (cfg!(debug_assertions), self.scale) {
+            (true, _) => "debug build (not for comparison)",
+            (false, Scale::Quick) => "release build, --quick sizes (smoke run, not for comparison)",
+            (false, Scale::Full) => "release build (LTO, 1 codegen unit)",
+        }
+    }
+
+    /// `doc` with the sections this report holds replaced (each names itself by its first line),
+    /// and its header's "Generated" line noting the partial run.
+    pub fn replace_in(&self, doc: &str) -> String {
+        let mut out = doc.to_owned();
+        for sec in &self.sections {
+            let heading = sec.lines().next().unwrap_or_default();
+            out = replace_section(&out, heading, &format!("{sec}\n"));
+        }
+        out
     }
 
     pub fn render(&self) -> String {

@@ -37,6 +37,8 @@ pub struct Settings {
     /// CRM changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_push: Option<CrmPushSettings>,
+    #[serde(default)]
+    pub worker: WorkerConfig,
     /// The sync engine's settings (`SyncConfig`): field map, currencies, country storage, conflicts.
     /// Defaults to the chosen CRM's defaults.
     #[serde(default)]
@@ -270,6 +272,30 @@ fn default_sweep_every() -> u32 {
 impl Default for PollerConfig {
     fn default() -> Self {
         Self { interval_secs: default_interval(), sweep_every: default_sweep_every() }
+    }
+}
+
+/// The queue workers of `cosell run` and `cosell sandbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Messages handled at the same time per queue, each of a different group (referral or CRM
+    /// record); one group's messages stay strictly in order. The Lambda functions get the same from
+    /// SQS FIFO batches and their reserved concurrency.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// Chosen from BENCHMARKS.md §4 (the 1,000-record bursts on two cores).
+pub const DEFAULT_WORKER_CONCURRENCY: usize = 8;
+
+fn default_concurrency() -> usize {
+    DEFAULT_WORKER_CONCURRENCY
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { concurrency: default_concurrency() }
     }
 }
 

@@ -175,7 +175,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let default_poll = if push == sandbox::CrmPush::On { 10.0 } else { 1.0 };
             let poll_interval = Duration::from_secs_f64(poll_secs.unwrap_or(default_poll).max(0.2));
             let sb = sandbox::start_with(
-                sandbox::Options { crm, webhook_port, status_port, dir: dir.clone(), poll_interval, demo: true },
+                sandbox::Options {
+                    crm,
+                    webhook_port,
+                    status_port,
+                    dir: dir.clone(),
+                    poll_interval,
+                    worker_concurrency: config::DEFAULT_WORKER_CONCURRENCY,
+                    demo: true,
+                },
                 push,
             )
             .await?;

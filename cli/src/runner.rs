@@ -1,4 +1,5 @@
-//! The connector in one process: the webhook receiver on a local port, one worker per queue and
+//! The connector in one process: the webhook receiver on a local port, one worker per queue (each
+//! handling up to `[worker] concurrency` message groups at once, one group strictly in order) and
 //! the poller — the very handlers the Lambda functions run (`cosell-app`), over whichever store and
 //! queues the configuration names. Also records what the status page charts: the time from a
 //! change (the webhook's change date, or the enqueue) to the worker's success.
@@ -23,7 +24,7 @@ use cosell_core::sync::Syncer;
 use cosell_partner_center::WebhookVerifier;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// How long a received message stays hidden while a worker handles it.
@@ -104,6 +105,8 @@ pub struct Parts<P, C, S, Q> {
     pub poller: PollerSettings,
     /// Serve `POST /crm/dataverse` (Dataverse webhook deliveries onto the CRM queue).
     pub dataverse_push: Option<DataversePush>,
+    /// Message groups handled at once per queue (at least 1).
+    pub worker_concurrency: usize,
 }
 
 /// The Dataverse webhook's shared secret, and the application user when the configuration knows it
@@ -170,7 +173,7 @@ where
     let syncer =
         Arc::new(Syncer::new(parts.pc.clone(), parts.crm.clone(), parts.state.clone(), SystemClock, parts.sync));
     for queue in [parts.pc_queue.clone(), parts.crm_queue.clone()] {
-        tasks.spawn(worker(syncer.clone(), queue, metrics.clone(), stopped.clone()));
+        tasks.spawn(worker(syncer.clone(), queue, metrics.clone(), stopped.clone(), parts.worker_concurrency));
     }
     tasks.spawn(poller(
         parts.pc,
@@ -196,26 +199,41 @@ fn latency(item: Option<&WorkItem>, m: &ReceivedMessage, now: DateTime<Utc>) -> 
     (now - from).num_milliseconds().max(0)
 }
 
+/// One queue's worker: receives while fewer than `concurrency` groups are in flight and hands each
+/// group of a batch to its own task, which handles the group's messages in order. The queue never
+/// hands out a group that is in flight (FIFO semantics), so a group's later messages wait for it.
 async fn worker<P, C, S, Q>(
     syncer: Arc<Syncer<Arc<P>, Arc<C>, S, SystemClock>>,
     queue: Q,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
+    concurrency: usize,
 ) where
-    P: PartnerCenter,
-    C: CrmPort,
-    S: StateStore,
-    Q: MessageQueue,
+    P: PartnerCenter + 'static,
+    C: CrmPort + 'static,
+    S: StateStore + 'static,
+    Q: MessageQueue + Clone + 'static,
 {
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut in_flight = JoinSet::new();
     loop {
+        while in_flight.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = stopped.wait_for(|v| *v) => break,
+                _ = in_flight.join_next() => continue,
+            }
+        }
         let received = tokio::select! {
-            _ = stopped.wait_for(|v| *v) => return,
-            r = queue.receive(10, VISIBILITY, Duration::from_millis(500)) => r,
+            _ = stopped.wait_for(|v| *v) => break,
+            r = queue.receive(free.min(10) as u32, VISIBILITY, Duration::from_millis(500)) => r,
         };
         let messages = match received {
             Ok(m) if m.is_empty() => {
-                // The embedded queue answers at once when empty; do not spin.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // The embedded queue answers at once when empty: poll again shortly (an idle change
+                // waits at most this long for a worker).
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
             Ok(m) => m,
@@ -225,42 +243,79 @@ async fn worker<P, C, S, Q>(
                 continue;
             }
         };
-        let incoming: Vec<Incoming> = messages
-            .iter()
-            .map(|m| Incoming {
-                message_id: m.message_id.clone(),
-                group_id: m.group_id.clone(),
-                body: m.body.clone(),
-                receive_count: m.receive_count,
-            })
-            .collect();
-        let dispositions = handle_batch(&syncer, &queue, &incoming).await;
-        let now = SystemClock.now();
-        for (m, d) in messages.iter().zip(dispositions) {
-            let item = WorkItem::parse(&m.body).ok();
-            let what = item.as_ref().map(WorkItem::describe).unwrap_or_else(|| format!("message {}", m.message_id));
-            match d {
-                Disposition::Done => {
-                    if let Err(e) = queue.delete(&m.receipt).await {
-                        tracing::warn!(error = %e, "could not delete a handled message; it will be handled again (harmless)");
-                    }
-                    let via = match &item {
-                        Some(WorkItem::Crm { via, .. }) => *via,
-                        _ => None,
-                    };
-                    Metrics::push(
-                        &metrics.samples,
-                        Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now), via },
-                    );
+        for group in groups(messages) {
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            let (syncer, queue, metrics) = (syncer.clone(), queue.clone(), metrics.clone());
+            in_flight.spawn(async move {
+                handle_group(&syncer, &queue, &metrics, group).await;
+                drop(slot);
+            });
+        }
+    }
+    // Stopping: let the groups in flight finish (their messages would otherwise wait out the
+    // visibility timeout).
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// A batch split by message group, each group in the order received.
+fn groups(messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> {
+    let mut out: Vec<Vec<ReceivedMessage>> = Vec::new();
+    for m in messages {
+        match out.iter_mut().find(|g| g[0].group_id == m.group_id) {
+            Some(g) => g.push(m),
+            None => out.push(vec![m]),
+        }
+    }
+    out
+}
+
+/// Handles one group's messages in order (a failed one holds back the rest) and settles each.
+async fn handle_group<P, C, S, Q>(
+    syncer: &Syncer<Arc<P>, Arc<C>, S, SystemClock>,
+    queue: &Q,
+    metrics: &Metrics,
+    messages: Vec<ReceivedMessage>,
+) where
+    P: PartnerCenter,
+    C: CrmPort,
+    S: StateStore,
+    Q: MessageQueue,
+{
+    let incoming: Vec<Incoming> = messages
+        .iter()
+        .map(|m| Incoming {
+            message_id: m.message_id.clone(),
+            group_id: m.group_id.clone(),
+            body: m.body.clone(),
+            receive_count: m.receive_count,
+        })
+        .collect();
+    let dispositions = handle_batch(syncer, queue, &incoming).await;
+    let now = SystemClock.now();
+    for (m, d) in messages.iter().zip(dispositions) {
+        let item = WorkItem::parse(&m.body).ok();
+        let what = item.as_ref().map(WorkItem::describe).unwrap_or_else(|| format!("message {}", m.message_id));
+        match d {
+            Disposition::Done => {
+                if let Err(e) = queue.delete(&m.receipt).await {
+                    tracing::warn!(error = %e, "could not delete a handled message; it will be handled again (harmless)");
                 }
-                Disposition::Retry { after, reason } => {
-                    let _ = queue.change_visibility(&m.receipt, after.unwrap_or(DEFAULT_RETRY)).await;
-                    Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: false });
-                }
-                Disposition::Fail { reason } => {
-                    // Left as is: visible again after the timeout, dead-lettered after MAX_RECEIVES.
-                    Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: true });
-                }
+                let via = match &item {
+                    Some(WorkItem::Crm { via, .. }) => *via,
+                    _ => None,
+                };
+                Metrics::push(
+                    &metrics.samples,
+                    Sample { at: now, what, latency_ms: latency(item.as_ref(), m, now), via },
+                );
+            }
+            Disposition::Retry { after, reason } => {
+                let _ = queue.change_visibility(&m.receipt, after.unwrap_or(DEFAULT_RETRY)).await;
+                Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: false });
+            }
+            Disposition::Fail { reason } => {
+                // Left as is: visible again after the timeout, dead-lettered after MAX_RECEIVES.
+                Metrics::push(&metrics.errors, WorkerError { at: now, what, reason, dead_letter_bound: true });
             }
         }
     }
@@ -304,5 +359,30 @@ async fn poller<P, C, S, Q>(
             _ = stopped.wait_for(|v| *v) => return,
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosell_core::ports::queue::Receipt;
+
+    fn message(n: usize, group: &str) -> ReceivedMessage {
+        ReceivedMessage {
+            message_id: format!("m{n}"),
+            receipt: Receipt(format!("r{n}")),
+            group_id: group.into(),
+            body: String::new(),
+            receive_count: 1,
+            sent_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_by_group_and_keeps_each_groups_order() {
+        let batch = [(0, "a"), (1, "b"), (2, "a"), (3, "c"), (4, "b"), (5, "a")].map(|(n, g)| message(n, g));
+        let ids: Vec<Vec<String>> =
+            groups(batch.to_vec()).into_iter().map(|g| g.into_iter().map(|m| m.message_id).collect()).collect();
+        assert_eq!(ids, [vec!["m0", "m2", "m5"], vec!["m1", "m4"], vec!["m3"]]);
     }
 }

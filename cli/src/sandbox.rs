@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     CrmChoice, CrmPushSettings, DynamicsSettings, Loaded, PartnerCenterSettings, PollerConfig, SalesforceSettings,
-    SecretSource, Settings, StatusPageSettings, StoreSettings, WebhookSettings,
+    SecretSource, Settings, StatusPageSettings, StoreSettings, WebhookSettings, WorkerConfig,
 };
 use crate::paths::CONFIG_FILE;
 use crate::runner::{self, Running};
@@ -34,6 +34,8 @@ pub struct Options {
     pub status_port: u16,
     pub dir: PathBuf,
     pub poll_interval: Duration,
+    /// Messages handled at once per queue (`[worker] concurrency`).
+    pub worker_concurrency: usize,
     /// Seed the demo (the CRM simulator's records and two inbound referrals); off for a benchmark
     /// that needs empty simulators.
     pub demo: bool,
@@ -188,6 +190,7 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
             secret: SecretSource { file: Some(PUSH_KEY_FILE.into()), ..SecretSource::default() },
             public_url: None,
         }),
+        worker: WorkerConfig { concurrency: opts.worker_concurrency },
         sync: None,
     };
     let config_path = opts.dir.join(CONFIG_FILE);
@@ -229,6 +232,7 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
         poll_interval: opts.poll_interval,
         poller: cosell_app::poller::PollerSettings { sweep_every: 3, ..Default::default() },
         dataverse_push: crate::crm_push::dataverse_push(&loaded)?,
+        worker_concurrency: opts.worker_concurrency,
     };
     let running = runner::start(parts, webhook)?;
     let push_url = match (&push_key, &*crm_client) {

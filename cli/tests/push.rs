@@ -17,6 +17,7 @@ async fn start(dir: &std::path::Path, poll: Duration) -> Sandbox {
             status_port: 0,
             dir: dir.to_path_buf(),
             poll_interval: poll,
+            worker_concurrency: cosell_cli::config::DEFAULT_WORKER_CONCURRENCY,
             demo: false,
         },
         CrmPush::On,

@@ -23,6 +23,7 @@ async fn start(crm: CrmChoice, dir: &Path) -> Sandbox {
         status_port: 0,
         dir: dir.to_path_buf(),
         poll_interval: Duration::from_millis(500),
+        worker_concurrency: config::DEFAULT_WORKER_CONCURRENCY,
         demo: true,
     })
     .await

@@ -1,9 +1,9 @@
 //! The CRM port in memory: idempotent creates keyed by the referral id, versions that advance on
 //! every write, conditional updates, closed records that cannot be reopened, a change feed.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use super::crm_store::{Fed, Records};
 use super::{Crash, lock};
 use crate::clock::Clock;
 use crate::crm::{
@@ -20,11 +20,7 @@ pub const SELLER_USER: &str = "seller-user";
 #[derive(Debug, Default)]
 struct Inner {
     seq: u64,
-    opportunities: BTreeMap<String, (OpportunityRecord, u64)>,
-    leads: BTreeMap<String, (LeadRecord, u64)>,
-    accounts: BTreeMap<String, AccountRecord>,
-    contacts: BTreeMap<String, ContactRecord>,
-    solutions: BTreeMap<String, (String, SolutionRecord)>,
+    records: Records,
     calls: u64,
     writes: u64,
 }
@@ -71,7 +67,7 @@ fn create_customer(
     if let Some(a) = &new.account {
         inner.seq += 1;
         let a = AccountRecord { id: format!("acc-{}", inner.seq), fields: a.clone() };
-        inner.accounts.insert(a.id.clone(), a.clone());
+        inner.records.put_account(a.clone());
         fields.account_id = Some(a.id.clone());
         *account = Some(a);
     }
@@ -80,12 +76,12 @@ fn create_customer(
             field: Some("account".into()),
             message: "a new contact needs an account".into(),
         })?;
-        if !inner.accounts.contains_key(&account_id) {
+        if !inner.records.accounts.contains_key(&account_id) {
             return Err(not_found("account", &account_id));
         }
         inner.seq += 1;
         let c = ContactRecord { id: format!("con-{}", inner.seq), account_id: Some(account_id), fields: c.clone() };
-        inner.contacts.insert(c.id.clone(), c.clone());
+        inner.records.put_contact(c.clone());
         fields.contact_id = Some(c.id.clone());
         *contact = Some(c);
     }
@@ -105,6 +101,17 @@ impl InMemoryCrm {
     pub fn calls(&self) -> (u64, u64) {
         let inner = lock(&self.inner);
         (inner.calls, inner.writes)
+    }
+
+    /// Records the port calls looked at without answering with them; 0 while every lookup is indexed.
+    pub fn scanned(&self) -> u64 {
+        lock(&self.inner).records.scanned
+    }
+
+    /// Whether the lookup indexes equal those a scan of every record builds (for tests).
+    #[doc(hidden)]
+    pub fn indexes_agree_with_a_scan(&self) -> bool {
+        lock(&self.inner).records.indexes_agree_with_a_scan()
     }
 
     fn meta(&self, inner: &mut Inner, by: &str) -> RecordMeta {
@@ -132,7 +139,7 @@ impl InMemoryCrm {
             stage: None,
             fields: OpportunityFields { on_hold: None, ..fields },
         };
-        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        inner.records.put_opp(o.clone(), seq);
         Ok(o)
     }
 
@@ -155,7 +162,7 @@ impl InMemoryCrm {
         let mut inner = lock(&self.inner);
         inner.seq += 1;
         let a = AccountRecord { id: format!("acc-{}", inner.seq), fields };
-        inner.accounts.insert(a.id.clone(), a.clone());
+        inner.records.put_account(a.clone());
         a
     }
 
@@ -163,7 +170,7 @@ impl InMemoryCrm {
         let mut inner = lock(&self.inner);
         inner.seq += 1;
         let c = ContactRecord { id: format!("con-{}", inner.seq), account_id: Some(account_id.into()), fields };
-        inner.contacts.insert(c.id.clone(), c.clone());
+        inner.records.put_contact(c.clone());
         c
     }
 
@@ -172,7 +179,7 @@ impl InMemoryCrm {
         let meta = self.meta(&mut inner, SELLER_USER);
         let seq = inner.seq;
         let o = OpportunityRecord { id: format!("opp-{seq}"), meta, state, stage: None, fields };
-        inner.opportunities.insert(o.id.clone(), (o.clone(), seq));
+        inner.records.put_opp(o.clone(), seq);
         o
     }
 
@@ -180,7 +187,7 @@ impl InMemoryCrm {
         let mut inner = lock(&self.inner);
         inner.seq += 1;
         let row = SolutionRecord { id: format!("sol-row-{}", inner.seq), solution_id: solution_id.into(), name: None };
-        inner.solutions.insert(row.id.clone(), (opportunity_id.into(), row));
+        inner.records.put_solution(opportunity_id.into(), row);
         self.touch(&mut inner, opportunity_id, SELLER_USER);
     }
 
@@ -188,53 +195,62 @@ impl InMemoryCrm {
         let mut inner = lock(&self.inner);
         let meta = self.meta(&mut inner, SELLER_USER);
         let seq = inner.seq;
-        let (o, at) = inner.opportunities.get_mut(id).expect("known opportunity");
-        edit(o);
-        o.meta = meta;
-        *at = seq;
-        o.clone()
+        inner
+            .records
+            .modify_opp(id, |o, at| {
+                edit(o);
+                o.meta = meta;
+                *at = seq;
+                o.clone()
+            })
+            .expect("known opportunity")
     }
 
     /// Edits an account as a CRM user would. Like the real CRMs, this does not change the version
     /// of the opportunities that point at it.
     pub fn edit_account(&self, id: &str, edit: impl FnOnce(&mut AccountRecord)) -> AccountRecord {
         let mut inner = lock(&self.inner);
-        let a = inner.accounts.get_mut(id).expect("known account");
-        edit(a);
-        a.clone()
+        let mut a = inner.records.accounts.get(id).cloned().expect("known account");
+        edit(&mut a);
+        inner.records.put_account(a.clone());
+        a
     }
 
     pub fn edit_lead(&self, id: &str, edit: impl FnOnce(&mut LeadRecord)) -> LeadRecord {
         let mut inner = lock(&self.inner);
         let meta = self.meta(&mut inner, SELLER_USER);
         let seq = inner.seq;
-        let (l, at) = inner.leads.get_mut(id).expect("known lead");
-        edit(l);
-        l.meta = meta;
-        *at = seq;
-        l.clone()
+        inner
+            .records
+            .modify_lead(id, |l, at| {
+                edit(l);
+                l.meta = meta;
+                *at = seq;
+                l.clone()
+            })
+            .expect("known lead")
     }
 
     pub fn opportunities(&self) -> Vec<OpportunityRecord> {
-        lock(&self.inner).opportunities.values().map(|(o, _)| o.clone()).collect()
+        lock(&self.inner).records.opportunities.values().map(|(o, _)| o.clone()).collect()
     }
 
     pub fn leads(&self) -> Vec<LeadRecord> {
-        lock(&self.inner).leads.values().map(|(l, _)| l.clone()).collect()
+        lock(&self.inner).records.leads.values().map(|(l, _)| l.clone()).collect()
     }
 
     pub fn accounts(&self) -> Vec<AccountRecord> {
-        lock(&self.inner).accounts.values().cloned().collect()
+        lock(&self.inner).records.accounts.values().cloned().collect()
     }
 
     pub fn contacts(&self) -> Vec<ContactRecord> {
-        lock(&self.inner).contacts.values().cloned().collect()
+        lock(&self.inner).records.contacts.values().cloned().collect()
     }
 
     pub fn solution_ids(&self, opportunity_id: &str) -> Vec<String> {
         let inner = lock(&self.inner);
         let mut ids: Vec<String> =
-            inner.solutions.values().filter(|(o, _)| o == opportunity_id).map(|(_, r)| r.solution_id.clone()).collect();
+            inner.records.solutions_of(opportunity_id).into_iter().map(|r| r.solution_id).collect();
         ids.sort();
         ids
     }
@@ -242,10 +258,10 @@ impl InMemoryCrm {
     fn touch(&self, inner: &mut Inner, opportunity_id: &str, by: &str) {
         let meta = self.meta(inner, by);
         let seq = inner.seq;
-        if let Some((o, at)) = inner.opportunities.get_mut(opportunity_id) {
+        inner.records.modify_opp(opportunity_id, |o, at| {
             o.meta = meta;
             *at = seq;
-        }
+        });
     }
 
     fn update_opp(
@@ -256,11 +272,15 @@ impl InMemoryCrm {
     ) -> Result<OpportunityRecord, CrmError> {
         let meta = self.meta(inner, CONNECTOR_USER);
         let seq = inner.seq;
-        let (o, at) = inner.opportunities.get_mut(id).ok_or_else(|| not_found("opportunity", id))?;
-        f(o)?;
-        o.meta = meta;
-        *at = seq;
-        Ok(o.clone())
+        inner
+            .records
+            .modify_opp(id, |o, at| {
+                f(o)?;
+                o.meta = meta;
+                *at = seq;
+                Ok(o.clone())
+            })
+            .ok_or_else(|| not_found("opportunity", id))?
     }
 }
 
@@ -274,23 +294,17 @@ impl CrmPort for InMemoryCrm {
     }
 
     async fn get_opportunity(&self, id: &str) -> Result<OpportunityRecord, CrmError> {
-        self.call(1).opportunities.get(id).map(|(o, _)| o.clone()).ok_or_else(|| not_found("opportunity", id))
+        self.call(1).records.opportunities.get(id).map(|(o, _)| o.clone()).ok_or_else(|| not_found("opportunity", id))
     }
 
     async fn find_opportunity_by_referral(&self, referral: &ReferralId) -> Result<Option<OpportunityRecord>, CrmError> {
-        Ok(self
-            .call(1)
-            .opportunities
-            .values()
-            .find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(referral))
-            .map(|(o, _)| o.clone()))
+        Ok(self.call(1).records.opp_by_referral(referral).cloned())
     }
 
     async fn create_opportunity(&self, fields: &OpportunityFields) -> Result<Created<OpportunityRecord>, CrmError> {
         let mut inner = self.write(1)?;
         if let Some(rid) = &fields.cosell.referral_id
-            && let Some((o, _)) =
-                inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
+            && let Some(o) = inner.records.opp_by_referral(rid)
         {
             return Ok(Created { record: o.clone(), created: false });
         }
@@ -323,9 +337,10 @@ impl CrmPort for InMemoryCrm {
             CloseOutcome::Won => DealState::Won,
             CloseOutcome::Lost { .. } => DealState::Lost,
         };
-        let current = inner.opportunities.get(id).map(|(o, _)| o.state).ok_or_else(|| not_found("opportunity", id))?;
+        let current =
+            inner.records.opportunities.get(id).map(|(o, _)| o.state).ok_or_else(|| not_found("opportunity", id))?;
         if current == target {
-            return Ok(inner.opportunities[id].0.clone());
+            return Ok(inner.records.opportunities[id].0.clone());
         }
         if current.is_closed() {
             return Err(CrmError::Invalid {
@@ -351,29 +366,24 @@ impl CrmPort for InMemoryCrm {
     }
 
     async fn get_lead(&self, id: &str) -> Result<LeadRecord, CrmError> {
-        self.call(1).leads.get(id).map(|(l, _)| l.clone()).ok_or_else(|| not_found("lead", id))
+        self.call(1).records.leads.get(id).map(|(l, _)| l.clone()).ok_or_else(|| not_found("lead", id))
     }
 
     async fn find_lead_by_referral(&self, referral: &ReferralId) -> Result<Option<LeadRecord>, CrmError> {
-        Ok(self
-            .call(1)
-            .leads
-            .values()
-            .find(|(l, _)| l.fields.cosell.referral_id.as_ref() == Some(referral))
-            .map(|(l, _)| l.clone()))
+        Ok(self.call(1).records.lead_by_referral(referral).cloned())
     }
 
     async fn create_lead(&self, fields: &LeadFields) -> Result<Created<LeadRecord>, CrmError> {
         let mut inner = self.write(1)?;
         if let Some(rid) = &fields.cosell.referral_id
-            && let Some((l, _)) = inner.leads.values().find(|(l, _)| l.fields.cosell.referral_id.as_ref() == Some(rid))
+            && let Some(l) = inner.records.lead_by_referral(rid)
         {
             return Ok(Created { record: l.clone(), created: false });
         }
         let meta = self.meta(&mut inner, CONNECTOR_USER);
         let seq = inner.seq;
         let l = LeadRecord { id: format!("lead-{seq}"), meta, state: LeadState::Open, fields: fields.clone() };
-        inner.leads.insert(l.id.clone(), (l.clone(), seq));
+        inner.records.put_lead(l.clone(), seq);
         Ok(Created { record: l, created: true })
     }
 
@@ -386,30 +396,30 @@ impl CrmPort for InMemoryCrm {
         let mut inner = self.write(1)?;
         let meta = self.meta(&mut inner, CONNECTOR_USER);
         let seq = inner.seq;
-        let (l, at) = inner.leads.get_mut(id).ok_or_else(|| not_found("lead", id))?;
-        if expected_version.is_some_and(|v| v != l.meta.version) {
-            return Err(CrmError::Conflict(format!("lead {id} changed")));
-        }
-        merge_lead(&mut l.fields, fields);
-        l.meta = meta;
-        *at = seq;
-        Ok(l.clone())
+        inner
+            .records
+            .modify_lead(id, |l, at| {
+                if expected_version.is_some_and(|v| v != l.meta.version) {
+                    return Err(CrmError::Conflict(format!("lead {id} changed")));
+                }
+                merge_lead(&mut l.fields, fields);
+                l.meta = meta;
+                *at = seq;
+                Ok(l.clone())
+            })
+            .ok_or_else(|| not_found("lead", id))?
     }
 
     async fn load_opportunity(&self, key: OpportunityKey<'_>) -> Result<Option<OpportunityDetails>, CrmError> {
         let inner = self.call(1);
         let record = match key {
-            OpportunityKey::Id(id) => inner.opportunities.get(id).map(|(o, _)| o.clone()),
-            OpportunityKey::Referral(r) => inner
-                .opportunities
-                .values()
-                .find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(r))
-                .map(|(o, _)| o.clone()),
+            OpportunityKey::Id(id) => inner.records.opportunities.get(id).map(|(o, _)| o.clone()),
+            OpportunityKey::Referral(r) => inner.records.opp_by_referral(r).cloned(),
         };
         Ok(record.map(|record| OpportunityDetails {
-            solutions: inner.solutions.values().filter(|(o, _)| *o == record.id).map(|(_, r)| r.clone()).collect(),
-            account: record.fields.account_id.as_ref().and_then(|id| inner.accounts.get(id)).cloned(),
-            contact: record.fields.contact_id.as_ref().and_then(|id| inner.contacts.get(id)).cloned(),
+            solutions: inner.records.solutions_of(&record.id),
+            account: record.fields.account_id.as_ref().and_then(|id| inner.records.accounts.get(id)).cloned(),
+            contact: record.fields.contact_id.as_ref().and_then(|id| inner.records.contacts.get(id)).cloned(),
             record,
         }))
     }
@@ -434,21 +444,10 @@ impl CrmPort for InMemoryCrm {
     }
 
     async fn find_customer(&self, account: &AccountFields, email: Option<&str>) -> Result<Customer, CrmError> {
-        let inner = self.call(1);
-        let account = inner
-            .accounts
-            .values()
-            .find(|a| a.fields.name.eq_ignore_ascii_case(&account.name) && a.fields.postal_code == account.postal_code)
-            .cloned();
+        let mut inner = self.call(1);
+        let account = inner.records.account_named(account).cloned();
         let contact = match (&account, email) {
-            (Some(a), Some(email)) => inner
-                .contacts
-                .values()
-                .find(|c| {
-                    c.account_id.as_deref() == Some(a.id.as_str())
-                        && c.fields.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
-                })
-                .cloned(),
+            (Some(a), Some(email)) => inner.records.contact_of(&a.id, email).cloned(),
             _ => None,
         };
         Ok(Customer { account, contact })
@@ -470,8 +469,7 @@ impl CrmPort for InMemoryCrm {
             CrmKind::Dynamics | CrmKind::Salesforce => self.write(1)?,
         };
         if let Some(rid) = &fields.cosell.referral_id
-            && let Some((o, _)) =
-                inner.opportunities.values().find(|(o, _)| o.fields.cosell.referral_id.as_ref() == Some(rid))
+            && let Some(o) = inner.records.opp_by_referral(rid)
         {
             // Dataverse: the customer call went first. Salesforce: DUPLICATE_VALUE on the external
             // id, and the all-or-none composite request wrote nothing.
@@ -495,7 +493,7 @@ impl CrmPort for InMemoryCrm {
                 solution_id: s.solution_id.clone(),
                 name: s.name.clone(),
             };
-            inner.solutions.insert(row.id.clone(), (o.id.clone(), row.clone()));
+            inner.records.put_solution(o.id.clone(), row.clone());
             solutions.push(row);
         }
         Ok(CreatedOpportunity {
@@ -511,13 +509,13 @@ impl CrmPort for InMemoryCrm {
         let mut inner = self.write(1)?;
         inner.seq += 1;
         let a = AccountRecord { id: format!("acc-{}", inner.seq), fields: fields.clone() };
-        inner.accounts.insert(a.id.clone(), a.clone());
+        inner.records.put_account(a.clone());
         Ok(a)
     }
 
     async fn create_contact(&self, account_id: &str, fields: &ContactFields) -> Result<ContactRecord, CrmError> {
         let mut inner = self.write(1)?;
-        if !inner.accounts.contains_key(account_id) {
+        if !inner.records.accounts.contains_key(account_id) {
             return Err(not_found("account", account_id));
         }
         inner.seq += 1;
@@ -526,12 +524,12 @@ impl CrmPort for InMemoryCrm {
             account_id: Some(account_id.into()),
             fields: fields.clone(),
         };
-        inner.contacts.insert(c.id.clone(), c.clone());
+        inner.records.put_contact(c.clone());
         Ok(c)
     }
 
     async fn list_solutions(&self, opportunity_id: &str) -> Result<Vec<SolutionRecord>, CrmError> {
-        Ok(self.call(1).solutions.values().filter(|(o, _)| o == opportunity_id).map(|(_, r)| r.clone()).collect())
+        Ok(self.call(1).records.solutions_of(opportunity_id))
     }
 
     async fn add_solution(
@@ -541,7 +539,7 @@ impl CrmPort for InMemoryCrm {
         name: Option<&str>,
     ) -> Result<SolutionRecord, CrmError> {
         let mut inner = self.write(1)?;
-        if !inner.opportunities.contains_key(opportunity_id) {
+        if !inner.records.opportunities.contains_key(opportunity_id) {
             return Err(not_found("opportunity", opportunity_id));
         }
         inner.seq += 1;
@@ -550,53 +548,38 @@ impl CrmPort for InMemoryCrm {
             solution_id: solution_id.into(),
             name: name.map(Into::into),
         };
-        inner.solutions.insert(row.id.clone(), (opportunity_id.into(), row.clone()));
+        inner.records.put_solution(opportunity_id.into(), row.clone());
         Ok(row)
     }
 
     async fn remove_solution(&self, solution_row_id: &str) -> Result<(), CrmError> {
         let mut inner = self.write(1)?;
-        inner.solutions.remove(solution_row_id).map(|_| ()).ok_or_else(|| not_found("solution", solution_row_id))
+        inner.records.remove_solution(solution_row_id).map(|_| ()).ok_or_else(|| not_found("solution", solution_row_id))
     }
 
+    /// The records written after the cursor's version, in version order (the feed index: the cost
+    /// follows the changes, not the records).
     async fn changes(&self, cursor: Option<&ChangeCursor>) -> Result<ChangeBatch, CrmError> {
         let inner = self.call(1);
         let since: u64 = cursor.and_then(|c| c.0.parse().ok()).unwrap_or(0);
-        let entity = |lead| crate::sync::entity_name(self.kind, lead);
-        let mut changes: Vec<(u64, crate::crm::Change)> = inner
-            .opportunities
-            .values()
-            .filter(|(o, at)| *at > since && o.fields.cosell.sync == Some(true))
-            .filter_map(|(o, at)| {
-                Some((
-                    *at,
-                    crate::crm::Change {
-                        kind: ChangeKind::Opportunity,
-                        record: CrmRef::parse(entity(false), &o.id).ok()?,
-                        meta: o.meta.clone(),
-                        deleted: false,
-                    },
-                ))
-            })
-            .chain(inner.leads.values().filter(|(l, at)| *at > since && l.fields.cosell.sync == Some(true)).filter_map(
-                |(l, at)| {
-                    Some((
-                        *at,
-                        crate::crm::Change {
-                            kind: ChangeKind::Lead,
-                            record: CrmRef::parse(entity(true), &l.id).ok()?,
-                            meta: l.meta.clone(),
-                            deleted: false,
-                        },
-                    ))
-                },
-            ))
-            .collect();
-        changes.sort_by_key(|(at, _)| *at);
-        Ok(ChangeBatch {
-            changes: changes.into_iter().map(|(_, c)| c).collect(),
-            next: ChangeCursor(inner.seq.to_string()),
-            full_resync: cursor.is_none(),
-        })
+        let mut changes = Vec::new();
+        for (_, fed, id) in inner.records.fed_since(since) {
+            let (kind, meta, sync) = match fed {
+                Fed::Opportunity => {
+                    let o = &inner.records.opportunities[id].0;
+                    (ChangeKind::Opportunity, &o.meta, o.fields.cosell.sync)
+                }
+                Fed::Lead => {
+                    let l = &inner.records.leads[id].0;
+                    (ChangeKind::Lead, &l.meta, l.fields.cosell.sync)
+                }
+            };
+            if sync != Some(true) {
+                continue;
+            }
+            let Ok(record) = CrmRef::parse(crate::sync::entity_name(self.kind, fed == Fed::Lead), id) else { continue };
+            changes.push(crate::crm::Change { kind, record, meta: meta.clone(), deleted: false });
+        }
+        Ok(ChangeBatch { changes, next: ChangeCursor(inner.seq.to_string()), full_resync: cursor.is_none() })
     }
 }

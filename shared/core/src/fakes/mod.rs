@@ -441,6 +441,7 @@ impl DeadLetterQueue for InMemoryQueue {
 }
 
 mod crm;
+mod crm_store;
 mod partner_center;
 
 pub use crm::InMemoryCrm;

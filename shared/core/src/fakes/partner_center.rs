@@ -3,9 +3,7 @@
 //! the transition table, terminal states, paging. Filters: only `engagementId eq '…'` (anything else
 //! is refused, never silently ignored). For engine tests; the wire-faithful simulator is elsewhere.
 
-use std::collections::VecDeque;
-
-use std::collections::BTreeMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -19,10 +17,20 @@ use crate::referral::{ETag, Lifecycle, PatchOp, Referral, WireTime, apply_patch}
 
 type Failure = Box<dyn FnOnce() -> PartnerCenterError + Send>;
 
+/// A stored referral: the document (what patches apply to) and the referral it parses to, parsed
+/// once per write rather than on every read.
+struct Stored {
+    doc: Value,
+    parsed: Referral,
+}
+
 #[derive(Default)]
 struct Inner {
-    referrals: BTreeMap<String, Value>,
+    referrals: HashMap<String, Stored>,
+    /// Ids in creation order (the listing order).
     order: Vec<String>,
+    /// Engagement id → its referrals' ids, in creation order.
+    by_engagement: HashMap<String, Vec<String>>,
     seq: u64,
     reads: u64,
     writes: u64,
@@ -75,12 +83,7 @@ impl InMemoryPartnerCenter {
 
     pub fn all(&self) -> Vec<Referral> {
         let inner = lock(&self.inner);
-        inner
-            .order
-            .iter()
-            .filter_map(|id| inner.referrals.get(id))
-            .filter_map(|v| serde_json::from_value(v.clone()).ok())
-            .collect()
+        inner.order.iter().filter_map(|id| inner.referrals.get(id)).map(|s| s.parsed.clone()).collect()
     }
 
     /// Acts as Microsoft or a seller in the Partner Center UI: stores `referral` as is (new id,
@@ -88,20 +91,19 @@ impl InMemoryPartnerCenter {
     pub fn seed(&self, mut referral: Referral) -> Referral {
         let mut inner = lock(&self.inner);
         self.stamp(&mut inner, &mut referral, true);
-        let id = referral.id.clone().expect("stamped").to_string();
-        inner.referrals.insert(id.clone(), serde_json::to_value(&referral).expect("serializable"));
-        inner.order.push(id);
+        let doc = serde_json::to_value(&referral).expect("serializable");
+        inner.store(doc).expect("a seeded referral parses");
         referral
     }
 
     /// Changes a referral as someone else would (not counted as a connector call).
     pub fn edit(&self, id: &str, ops: &[PatchOp]) -> Referral {
         let mut inner = lock(&self.inner);
-        let mut doc = inner.referrals.get(id).cloned().expect("known referral");
+        let mut doc = inner.referrals.get(id).map(|s| s.doc.clone()).expect("known referral");
         apply_patch(&mut doc, ops).expect("valid patch");
         let mut r: Referral = serde_json::from_value(doc).expect("valid referral");
         self.stamp(&mut inner, &mut r, false);
-        inner.referrals.insert(id.into(), serde_json::to_value(&r).expect("serializable"));
+        inner.store(serde_json::to_value(&r).expect("serializable")).expect("an edited referral parses");
         r
     }
 
@@ -145,10 +147,60 @@ fn parse(v: &Value) -> Result<Referral, PartnerCenterError> {
     serde_json::from_value(v.clone()).map_err(|e| PartnerCenterError::Unexpected(e.into()))
 }
 
+fn engagement_of(doc: &Value) -> Option<&str> {
+    doc.get("engagementId").and_then(Value::as_str)
+}
+
+impl Inner {
+    /// Stores a referral document under its id (new ones at the end of the listing order), keeping
+    /// the engagement index in step.
+    fn store(&mut self, doc: Value) -> Result<Referral, PartnerCenterError> {
+        let parsed = parse(&doc)?;
+        let id = parsed.id.as_ref().ok_or_else(|| invalid("a stored referral needs an id"))?.to_string();
+        let engagement = engagement_of(&doc).map(str::to_owned);
+        let before = match self.referrals.get(&id) {
+            None => {
+                self.order.push(id.clone());
+                None
+            }
+            Some(old) => Some(engagement_of(&old.doc).map(str::to_owned)),
+        };
+        match before {
+            // New: the newest referral of its engagement.
+            None => {
+                if let Some(e) = engagement {
+                    self.by_engagement.entry(e).or_default().push(id.clone());
+                }
+            }
+            Some(before) if before != engagement => {
+                if let Some(ids) = before.and_then(|e| self.by_engagement.get_mut(&e)) {
+                    ids.retain(|i| *i != id);
+                }
+                if let Some(e) = engagement {
+                    // Moved to another engagement (rare): its place there is its creation order.
+                    let mut ids = std::mem::take(self.by_engagement.entry(e.clone()).or_default());
+                    ids.push(id.clone());
+                    let rank: HashMap<&str, usize> =
+                        self.order.iter().enumerate().map(|(n, i)| (i.as_str(), n)).collect();
+                    ids.sort_by_key(|i| rank.get(i.as_str()).copied());
+                    self.by_engagement.insert(e, ids);
+                }
+            }
+            Some(_) => {}
+        }
+        self.referrals.insert(id, Stored { doc, parsed: parsed.clone() });
+        Ok(parsed)
+    }
+}
+
 impl PartnerCenter for InMemoryPartnerCenter {
     async fn get_referral(&self, id: &ReferralId) -> Result<Referral, PartnerCenterError> {
         let inner = self.read()?;
-        inner.referrals.get(id.as_str()).map(parse).unwrap_or_else(|| Err(PartnerCenterError::NotFound(id.to_string())))
+        inner
+            .referrals
+            .get(id.as_str())
+            .map(|s| s.parsed.clone())
+            .ok_or_else(|| PartnerCenterError::NotFound(id.to_string()))
     }
 
     async fn list_referrals(
@@ -180,22 +232,20 @@ impl PartnerCenter for InMemoryPartnerCenter {
                     .ok_or_else(|| invalid(format!("the fake supports only engagementId filters, not {f:?}")))?,
             ),
         };
-        // Filter on the stored documents before parsing them: tests and benchmarks hold thousands.
-        let mut items: Vec<Referral> = inner
-            .order
-            .iter()
-            .filter_map(|id| inner.referrals.get(id))
-            .filter(|doc| {
-                engagement.as_deref().is_none_or(|e| doc.get("engagementId").and_then(Value::as_str) == Some(e))
-            })
-            .map(parse)
-            .collect::<Result<_, _>>()?;
-        if query.orderby.as_deref() == Some("createdDateTime desc") {
-            items.reverse();
-        }
+        // The engagement's referrals come from its index; only the page is copied out.
+        let ids: &[String] = match engagement.as_deref() {
+            Some(e) => inner.by_engagement.get(e).map(Vec::as_slice).unwrap_or_default(),
+            None => &inner.order,
+        };
         let size = query.top.map(|t| t as usize).unwrap_or(self.page_size).clamp(1, 100);
-        let total = items.len();
-        let page: Vec<Referral> = items.into_iter().skip(offset).take(size).collect();
+        let total = ids.len();
+        let picked: Vec<&String> = if query.orderby.as_deref() == Some("createdDateTime desc") {
+            ids.iter().rev().skip(offset).take(size).collect()
+        } else {
+            ids.iter().skip(offset).take(size).collect()
+        };
+        let page: Vec<Referral> =
+            picked.into_iter().filter_map(|id| inner.referrals.get(id)).map(|s| s.parsed.clone()).collect();
         let next = (offset + size < total).then(|| {
             format!(
                 "fake-next:{}:{}:{}:{}",
@@ -215,8 +265,7 @@ impl PartnerCenter for InMemoryPartnerCenter {
         }
         let mut r = referral.clone();
         if let Some(e) = &r.engagement_id {
-            let known =
-                inner.referrals.values().filter_map(|v| v.get("engagementId")).any(|v| v.as_str() == Some(e.as_str()));
+            let known = inner.by_engagement.get(e.as_str()).is_some_and(|ids| !ids.is_empty());
             if !known {
                 return Err(invalid(format!("engagement {e} does not exist")));
             }
@@ -227,11 +276,7 @@ impl PartnerCenter for InMemoryPartnerCenter {
         r.status = Some(state.status());
         r.substatus = Some(state.substatus());
         self.stamp(&mut inner, &mut r, true);
-        let id = r.id.clone().expect("stamped").to_string();
-        inner
-            .referrals
-            .insert(id.clone(), serde_json::to_value(&r).map_err(|e| PartnerCenterError::Unexpected(e.into()))?);
-        inner.order.push(id);
+        inner.store(serde_json::to_value(&r).map_err(|e| PartnerCenterError::Unexpected(e.into()))?)?;
         Ok(r)
     }
 
@@ -242,9 +287,8 @@ impl PartnerCenter for InMemoryPartnerCenter {
         if_match: Option<&ETag>,
     ) -> Result<Referral, PartnerCenterError> {
         let mut inner = self.write()?;
-        let doc =
-            inner.referrals.get(id.as_str()).cloned().ok_or_else(|| PartnerCenterError::NotFound(id.to_string()))?;
-        let current = parse(&doc)?;
+        let stored = inner.referrals.get(id.as_str()).ok_or_else(|| PartnerCenterError::NotFound(id.to_string()))?;
+        let (doc, current) = (stored.doc.clone(), &stored.parsed);
         if let Some(tag) = if_match
             && current.etag.as_ref() != Some(tag)
         {
@@ -262,9 +306,7 @@ impl PartnerCenter for InMemoryPartnerCenter {
             from.check_move(to).map_err(|e| invalid(e.to_string()))?;
         }
         self.stamp(&mut inner, &mut next, false);
-        inner
-            .referrals
-            .insert(id.to_string(), serde_json::to_value(&next).map_err(|e| PartnerCenterError::Unexpected(e.into()))?);
+        inner.store(serde_json::to_value(&next).map_err(|e| PartnerCenterError::Unexpected(e.into()))?)?;
         Ok(next)
     }
 }
@@ -317,5 +359,32 @@ mod tests {
         assert_eq!(one.unwrap().items.len(), 1);
         let other = pc.list_referrals(&ReferralQuery::filter("status eq 'New'"), None).await;
         assert!(matches!(other, Err(PartnerCenterError::Invalid { .. })));
+    }
+
+    #[tokio::test]
+    async fn listing_by_engagement_agrees_with_a_scan_after_creates_and_edits() {
+        let pc = InMemoryPartnerCenter::new(SystemClock, Crash::default());
+        let mut engagements = Vec::new();
+        for i in 0..30 {
+            let r = if i % 3 == 0 || engagements.is_empty() {
+                pc.create_referral(&Referral::default()).await.unwrap()
+            } else {
+                let e: &crate::referral::EngagementId = &engagements[i % engagements.len()];
+                pc.create_referral(&Referral { engagement_id: Some(e.clone()), ..Referral::default() }).await.unwrap()
+            };
+            engagements.push(r.engagement_id.clone().unwrap());
+            if i % 4 == 0 {
+                // A seller moves an older referral to this engagement.
+                let older = pc.all()[i / 2].id.clone().unwrap();
+                pc.edit(older.as_str(), &[PatchOp::replace("/engagementId", r.engagement_id.clone().unwrap().0)]);
+            }
+        }
+        let all = pc.all();
+        for e in &engagements {
+            let scanned: Vec<_> =
+                all.iter().filter(|r| r.engagement_id.as_ref() == Some(e)).map(|r| r.id.clone()).collect();
+            let listed = pc.list_referrals(&ReferralQuery::engagement(e), None).await.unwrap().items;
+            assert_eq!(listed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), scanned, "engagement {e:?}");
+        }
     }
 }

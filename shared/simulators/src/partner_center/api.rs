@@ -318,19 +318,23 @@ async fn list_referrals(
         Ok(f) => f,
         Err(e) => return pc_error(StatusCode::BAD_REQUEST, "invalidRequest", &format!("Invalid $filter: {e}")),
     };
-    let items = match sim.lock().referrals.query(filter.as_ref(), token.o.as_deref()) {
-        Ok(items) => items,
-        Err(f) => return f.into_response(),
+    let (total, end, page) = {
+        let guard = sim.lock();
+        let items = match guard.referrals.query(filter.as_ref(), token.o.as_deref()) {
+            Ok(items) => items,
+            Err(f) => return f.into_response(),
+        };
+        let total = items.len();
+        let end = token.end.unwrap_or(total).min(total);
+        let page: Vec<Value> = items
+            .into_iter()
+            .take(end)
+            .skip(token.skip)
+            .take(token.top)
+            .map(|doc| project(doc.clone(), token.sel.as_deref()))
+            .collect();
+        (total, end, page)
     };
-    let total = items.len();
-    let end = token.end.unwrap_or(total).min(total);
-    let page: Vec<Value> = items
-        .into_iter()
-        .take(end)
-        .skip(token.skip)
-        .take(token.top)
-        .map(|doc| project(doc, token.sel.as_deref()))
-        .collect();
     let mut out = Map::new();
     out.insert("@odata.context".into(), json!(format!("{}/v1.0/$metadata#Referrals", sim.base_url)));
     out.insert("@odata.count".into(), json!(total));

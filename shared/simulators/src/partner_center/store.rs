@@ -317,10 +317,11 @@ impl ReferralStore {
             .collect()
     }
 
-    /// Filters and orders for a list call (§1.5).
-    pub fn query(&self, filter: Option<&odata::Expr>, orderby: Option<&str>) -> Result<Vec<Value>, ApiFailure> {
-        let mut items: Vec<Value> =
-            self.all().filter(|s| filter.is_none_or(|f| odata::matches(f, &s.doc))).map(|s| s.doc.clone()).collect();
+    /// Filters and orders for a list call (§1.5). The documents are borrowed: a list call copies
+    /// out only its page (copying every referral per page made a sweep cost the referrals it skipped).
+    pub fn query(&self, filter: Option<&odata::Expr>, orderby: Option<&str>) -> Result<Vec<&Value>, ApiFailure> {
+        let mut items: Vec<&Value> =
+            self.all().filter(|s| filter.is_none_or(|f| odata::matches(f, &s.doc))).map(|s| &s.doc).collect();
         if let Some(order) = orderby.map(str::trim).filter(|o| !o.is_empty()) {
             let mut parts = order.split_whitespace();
             let field = parts.next().unwrap_or_default();
@@ -337,8 +338,8 @@ impl ReferralStore {
                         "$orderby is supported on createdDateTime and updatedDateTime only, not {field:?}."
                     ))
                 })?;
-            let at = |v: &Value| v.get(key).and_then(Value::as_str).and_then(WireTime::parse);
-            items.sort_by_key(at);
+            // Each timestamp parsed once, not once per comparison.
+            items.sort_by_cached_key(|v| v.get(key).and_then(Value::as_str).and_then(WireTime::parse));
             if desc {
                 items.reverse();
             }
