@@ -393,7 +393,7 @@ fn located(path: &Path, text: &str, e: &toml::de::Error) -> String {
     let source = text[line_start..line_end].trim_end_matches('\r');
     let gutter = " ".repeat(line_no.to_string().len());
     format!(
-        "{}:{line_no}:{column}: {message}\n{gutter} |\n{line_no} | {source}\n{gutter} | {}^",
+        "{}:{line_no}:{column}: not a valid configuration: {message}\n{gutter} |\n{line_no} | {source}\n{gutter} | {}^",
         path.display(),
         " ".repeat(column - 1)
     )

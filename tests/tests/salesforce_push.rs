@@ -199,7 +199,7 @@ fn a_change_event_naming_several_records_syncs_each_of_them() {
         let AnyCrm::Salesforce(sf) = &*rig.crm else { panic!("a Salesforce rig") };
         let off = sf.disable_event_relay().await.expect("relay removed");
         assert!(off.relay_id.is_none() && off.destination.is_none() && off.selected.is_empty(), "{off:?}");
-        assert_eq!(off.missing, ["OpportunityChangeEvent", "Microsoft_Solution__ChangeEvent"]);
+        assert_eq!(off.missing, ["OpportunityChangeEvent", "Microsoft_Solution__ChangeEvent", "LeadChangeEvent"]);
         let before = rig.crm_control(Method::GET, "change-events", Value::Null).await.as_array().unwrap().len();
         rig.crm_control(Method::PATCH, &format!("records/Opportunity/{a}"), json!({"Amount": 1})).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

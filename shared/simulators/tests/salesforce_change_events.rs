@@ -13,6 +13,21 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A stand-in for EventBridge: keeps what it is sent.
+/// The org starts bare: the connector's installer creates the solution object (and so its change
+/// event), as `cosell crm install` does.
+async fn install_schema(base_url: &str) {
+    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+        client_id: "cosell-connector".into(),
+        client_secret: secrecy::SecretString::from("sim-secret"),
+    };
+    let crm = cosell_crm::SalesforceCrm::new(
+        cosell_crm::SalesforceConfig::new(base_url, auth),
+        cosell_core::fakes::CountingBudget::default(),
+    )
+    .unwrap();
+    crm.apply_schema().await.expect("installing the connector's schema");
+}
+
 async fn sink() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let keep = got.clone();
@@ -50,6 +65,7 @@ impl Org {
         let mut config = Config::new(Arc::new(clock));
         config.change_event_sink = Some(url);
         let handle = Simulator::start(config).await.unwrap();
+        install_schema(&handle.base_url()).await;
         let http = reqwest::Client::new();
         let form =
             [("grant_type", "client_credentials"), ("client_id", "cosell-connector"), ("client_secret", "sim-secret")];
