@@ -2,6 +2,8 @@
 //! `PlatformEventChannelMember`, a relay (`EventRelayConfig` over a `NamedCredential`) set to RUN,
 //! and committed writes POSTed to the sink in the EventBridge envelope.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,22 +13,6 @@ use cosell_simulators::crm_common::ServerHandle;
 use cosell_simulators::salesforce::{Config, INTEGRATION_USER_ID, ORG_ID, SIM_USER_ID, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// A stand-in for EventBridge: keeps what it is sent.
-/// The org starts bare: the connector's installer creates the solution object (and so its change
-/// event), as `cosell crm install` does.
-async fn install_schema(base_url: &str) {
-    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
-        client_id: "cosell-connector".into(),
-        client_secret: secrecy::SecretString::from("sim-secret"),
-    };
-    let crm = cosell_crm::SalesforceCrm::new(
-        cosell_crm::SalesforceConfig::new(base_url, auth),
-        cosell_core::fakes::CountingBudget::default(),
-    )
-    .unwrap();
-    crm.apply_schema().await.expect("installing the connector's schema");
-}
 
 async fn sink() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -65,7 +51,7 @@ impl Org {
         let mut config = Config::new(Arc::new(clock));
         config.change_event_sink = Some(url);
         let handle = Simulator::start(config).await.unwrap();
-        install_schema(&handle.base_url()).await;
+        support::install_salesforce_schema(&handle.base_url()).await;
         let http = reqwest::Client::new();
         let form =
             [("grant_type", "client_credentials"), ("client_id", "cosell-connector"), ("client_secret", "sim-secret")];

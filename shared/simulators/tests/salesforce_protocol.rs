@@ -1,5 +1,7 @@
 //! Wire-level behaviour of the Salesforce simulator (status codes, headers, array error bodies).
 
+mod support;
+
 use std::sync::Arc;
 
 use cosell_core::ManualClock;
@@ -7,20 +9,6 @@ use cosell_simulators::crm_common::ServerHandle;
 use cosell_simulators::salesforce::{Config, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// The org starts bare: the connector's installer creates its schema, as `cosell crm install` does.
-async fn install_schema(base_url: &str) {
-    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
-        client_id: "cosell-connector".into(),
-        client_secret: secrecy::SecretString::from("sim-secret"),
-    };
-    let crm = cosell_crm::SalesforceCrm::new(
-        cosell_crm::SalesforceConfig::new(base_url, auth),
-        cosell_core::fakes::CountingBudget::default(),
-    )
-    .unwrap();
-    crm.apply_schema().await.expect("installing the connector's schema");
-}
 
 struct Sim {
     handle: ServerHandle,
@@ -34,7 +22,7 @@ impl Sim {
     async fn start() -> Self {
         let clock = ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap());
         let handle = Simulator::start(Config::new(Arc::new(clock))).await.unwrap();
-        install_schema(&handle.base_url()).await;
+        support::install_salesforce_schema(&handle.base_url()).await;
         let http = reqwest::Client::new();
         let stats: Value =
             http.get(format!("{}/_sim/stats", handle.base_url())).send().await.unwrap().json().await.unwrap();
