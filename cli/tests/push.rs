@@ -75,6 +75,19 @@ async fn referral_of(sb: &Sandbox, opp: &str) -> Option<String> {
     v["cosell_referralid"].as_str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
+/// The worker records its sample after the whole sync, which ends after the CRM write-back the
+/// test sees first: wait for it rather than read it at once.
+async fn wait_for_sample(sb: &Sandbox, opp: &str, via: Arrival, within: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if sb.metrics().samples().into_iter().any(|s| s.via == Some(via) && s.what.contains(opp)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 async fn wait_for_referral(sb: &Sandbox, opp: &str, within: Duration) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < within {
@@ -99,9 +112,9 @@ async fn a_flagged_opportunity_reaches_partner_center_by_push_with_the_poll_ever
     let opp = flag_a_deal(&sb, "Woodgrove – pushed deal").await;
     let took = wait_for_referral(&sb, &opp, Duration::from_secs(20)).await;
     assert!(took.is_some(), "not shared with Partner Center within 20 s; errors: {:?}", sb.metrics().errors());
-    assert_eq!(sb.metrics().ticks(), 1, "no poll tick ran after the first: the push did it");
-    let pushed = sb.metrics().samples().into_iter().any(|s| s.via == Some(Arrival::Push) && s.what.contains(&opp));
+    let pushed = wait_for_sample(&sb, &opp, Arrival::Push, Duration::from_secs(10)).await;
     assert!(pushed, "{:?}", sb.metrics().samples());
+    assert_eq!(sb.metrics().ticks(), 1, "no poll tick ran after the first: the push did it");
     sb.stop().await;
 }
 
@@ -121,7 +134,7 @@ async fn a_dropped_push_is_healed_by_the_next_poll() {
     let opp = flag_a_deal(&sb, "Litware – dropped push").await;
     let took = wait_for_referral(&sb, &opp, Duration::from_secs(30)).await;
     assert!(took.is_some(), "not healed by the poll; errors: {:?}", sb.metrics().errors());
-    let polled = sb.metrics().samples().into_iter().any(|s| s.via == Some(Arrival::Poll) && s.what.contains(&opp));
+    let polled = wait_for_sample(&sb, &opp, Arrival::Poll, Duration::from_secs(10)).await;
     assert!(polled, "{:?}", sb.metrics().samples());
     sb.stop().await;
 }
