@@ -7,6 +7,7 @@
 use chrono::{DateTime, Duration, Utc};
 use cosell_core::clock::Clock;
 use cosell_core::crm::{ChangeCursor, CrmError, CrmPort};
+use cosell_core::ids::ReferralId;
 use cosell_core::ports::partner_center::{PartnerCenter, PartnerCenterError, ReferralQuery};
 use cosell_core::ports::queue::{MessageQueue, QueueError};
 use cosell_core::ports::state::{CursorStore, LinkStore, StateError, SyncMark};
@@ -210,8 +211,20 @@ pub async fn rechecks<S: LinkStore, Q: MessageQueue, Q1: MessageQueue>(
             if let (Some(id), Some(_)) = (&link.referral_id, pc_queue)
                 && link.extra.contains_key(crate::worker::RECHECK)
             {
-                to_pc.push(WorkItem::referral(id.clone(), SWEEP_SOURCE, changed_at).to_message());
-                found.referrals.push(id.to_string());
+                // Microsoft's referral of the pair when that was the message that failed.
+                let microsoft = link
+                    .extra
+                    .get(crate::worker::RECHECK_REFERRAL)
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| ReferralId::parse(s).ok());
+                let item = match microsoft {
+                    Some(m) => WorkItem::referral(m, SWEEP_SOURCE, changed_at).in_pair_of(Some(id.clone())),
+                    None => WorkItem::referral(id.clone(), SWEEP_SOURCE, changed_at),
+                };
+                if let WorkItem::Referral { id, .. } = &item {
+                    found.referrals.push(id.to_string());
+                }
+                to_pc.push(item.to_message());
                 continue;
             }
             let (None, Some(record), SyncMark::Failed(_)) = (&link.referral_id, &link.crm, &link.mark) else {
@@ -239,13 +252,14 @@ pub async fn rechecks<S: LinkStore, Q: MessageQueue, Q1: MessageQueue>(
 /// synced. It differs when that pair has no link yet or Microsoft's side changed since (Microsoft
 /// accepting, its CRM id); the sync of it then goes through the partner's referral. The partner's
 /// referral is usually on the same page (both change together); otherwise one engagement query.
+/// Returns whether it differs, and the partner's referral when known.
 async fn microsoft_side_differs<P: PartnerCenter, S: LinkStore>(
     pc: &P,
     state: &S,
     microsoft: &Referral,
     page: &[Referral],
-) -> Result<bool, PollError> {
-    let Some(engagement) = &microsoft.engagement_id else { return Ok(false) };
+) -> Result<(bool, Option<ReferralId>), PollError> {
+    let Some(engagement) = &microsoft.engagement_id else { return Ok((false, None)) };
     let partners = |rs: &[Referral]| {
         rs.iter()
             .find(|o| !o.is_microsoft_side() && o.engagement_id.as_ref() == Some(engagement))
@@ -255,12 +269,13 @@ async fn microsoft_side_differs<P: PartnerCenter, S: LinkStore>(
         Some(id) => Some(id),
         None => partners(&pc.list_referrals(&ReferralQuery::engagement(engagement), None).await?.items),
     };
-    let Some(partner) = partner else { return Ok(false) };
+    let Some(partner) = partner else { return Ok((false, None)) };
     let etag = microsoft.etag.as_ref().map(|e| e.as_str().to_owned());
-    Ok(state
+    let differs = state
         .link_by_referral(&partner)
         .await?
-        .is_none_or(|l| cosell_core::sync::plan::link_extra::microsoft(&l).is_none_or(|(_, e)| e != etag)))
+        .is_none_or(|l| cosell_core::sync::plan::link_extra::microsoft(&l).is_none_or(|(_, e)| e != etag));
+    Ok((differs, Some(partner)))
 }
 
 fn updated(r: &Referral) -> Option<DateTime<Utc>> {
@@ -301,17 +316,15 @@ where
             }
             outcome.referrals_seen += 1;
             let Some(id) = r.id.clone() else { continue };
-            let differs = if r.is_microsoft_side() {
+            let (differs, pair) = if r.is_microsoft_side() {
                 microsoft_side_differs(pc, state, r, &page.items).await?
             } else {
-                state
-                    .link_by_referral(&id)
-                    .await?
-                    .is_none_or(|l| l.pc_etag.as_deref() != r.etag.as_ref().map(|e| e.as_str()))
+                let linked = state.link_by_referral(&id).await?;
+                (linked.is_none_or(|l| l.pc_etag.as_deref() != r.etag.as_ref().map(|e| e.as_str())), None)
             };
             if differs {
                 outcome.differing.push(id.to_string());
-                messages.push(WorkItem::referral(id, SWEEP_SOURCE, updated(r)).to_message());
+                messages.push(WorkItem::referral(id, SWEEP_SOURCE, updated(r)).in_pair_of(pair).to_message());
             }
         }
         progress(outcome.referrals_seen);

@@ -21,6 +21,11 @@ pub enum WorkItem {
         source: String,
         #[serde(default)]
         changed_at: Option<DateTime<Utc>>,
+        /// Set by the reconciliation sweep on Microsoft's referral of an engagement: the partner's
+        /// referral whose link holds the pair (Microsoft's side has no link of its own), so that a
+        /// failed message can be left to the next sweep on that link rather than dead-lettered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pair: Option<ReferralId>,
     },
     /// A CRM record changed (change feed, or a push from the CRM). Goes to `crm-changes`.
     ///
@@ -90,7 +95,18 @@ fn group_id(key: &str) -> String {
 
 impl WorkItem {
     pub fn referral(id: ReferralId, source: impl Into<String>, changed_at: Option<DateTime<Utc>>) -> Self {
-        WorkItem::Referral { id, source: source.into(), changed_at }
+        WorkItem::Referral { id, source: source.into(), changed_at, pair: None }
+    }
+
+    /// The same for Microsoft's referral of an engagement, part of the pair of the partner's
+    /// referral `pair` (see [`WorkItem::Referral`]).
+    pub fn in_pair_of(self, partner: Option<ReferralId>) -> Self {
+        match self {
+            WorkItem::Referral { id, source, changed_at, .. } => {
+                WorkItem::Referral { id, source, changed_at, pair: partner }
+            }
+            crm => crm,
+        }
     }
 
     /// A CRM record to sync, with what identifies the change (see [`WorkItem::Crm`]).
@@ -108,7 +124,7 @@ impl WorkItem {
     pub fn to_message(&self) -> OutgoingMessage {
         let body = serde_json::to_string(self).unwrap_or_default();
         match self {
-            WorkItem::Referral { id, source, changed_at } => OutgoingMessage::new(
+            WorkItem::Referral { id, source, changed_at, .. } => OutgoingMessage::new(
                 group_id(&format!("REF#{id}")),
                 dedup_id(&[source, id.as_str(), &changed_at.map(|t| t.to_rfc3339()).unwrap_or_default()]),
                 body,

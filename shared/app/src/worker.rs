@@ -16,6 +16,9 @@
 //! synced it long ago. So a retryable failure of one whose pair is linked marks the link
 //! ([`RECHECK`]); the next sweep enqueues it again (`poller::retry_unshared_failures`), and a
 //! successful sync clears the mark. Nothing is lost and nothing waits in the DLQ for a healthy deal.
+//! Microsoft's referral of an engagement has no link: its sweep message names the partner's
+//! referral (`pair`), whose link is marked with Microsoft's id ([`RECHECK_REFERRAL`]) so that the
+//! next sweep enqueues Microsoft's referral again — its sync is the one that reads Microsoft's side.
 //!
 //! In a batch, a failed message holds back the later messages of its group, so that a record's
 //! changes are never applied out of order.
@@ -35,6 +38,9 @@ use crate::work::{SWEEP_SOURCE, WorkItem};
 
 /// The link key of a pair whose reconciliation message failed and was left to the next sweep.
 pub const RECHECK: &str = "recheck_at";
+/// With [`RECHECK`], when the failed message was Microsoft's referral of the pair: the id the next
+/// sweep enqueues instead of the link's own referral.
+pub const RECHECK_REFERRAL: &str = "recheck_referral";
 
 /// What to do with a message after handling it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +89,11 @@ where
         WorkItem::Crm { record, .. } => syncer.sync_crm(record).await,
     };
     let swept = match &item {
-        WorkItem::Referral { id, source, .. } if source == SWEEP_SOURCE => Some(id),
+        WorkItem::Referral { id, source, pair, .. } if source == SWEEP_SOURCE => Some((id, pair.as_ref())),
         _ => None,
     };
-    if let (Err(e @ (SyncError::Retry { .. } | SyncError::Blocked { .. })), Some(id)) = (&result, swept)
-        && leave_to_next_sweep(syncer, id).await
+    if let (Err(e @ (SyncError::Retry { .. } | SyncError::Blocked { .. })), Some((id, pair))) = (&result, swept)
+        && leave_to_next_sweep(syncer, id, pair).await
     {
         tracing::info!(error = %e, "reconciliation message not synced now; the next sweep enqueues it again");
         return Disposition::Done;
@@ -98,6 +104,7 @@ where
             if let Some(link) = outcome.link.as_ref().filter(|l| l.extra.contains_key(RECHECK)) {
                 let mut next = link.clone();
                 next.extra.remove(RECHECK);
+                next.extra.remove(RECHECK_REFERRAL);
                 // Lost to a concurrent write: the next sweep enqueues it once more, finds it in sync.
                 let _ = syncer.state.update_link(link, &next).await;
             }
@@ -119,21 +126,31 @@ where
     }
 }
 
-/// Marks the referral's link for the next sweep; false when there is no link to mark (a pair never
+/// Marks the pair's link for the next sweep (the link of `pair` when the message was Microsoft's
+/// referral `id` of an engagement, else of `id`); false when there is no link to mark (a pair never
 /// synced keeps the queue's retry and dead-letter policy) or the mark could not be written.
-async fn leave_to_next_sweep<P, C, S, K>(syncer: &Syncer<P, C, S, K>, id: &ReferralId) -> bool
+async fn leave_to_next_sweep<P, C, S, K>(
+    syncer: &Syncer<P, C, S, K>,
+    id: &ReferralId,
+    pair: Option<&ReferralId>,
+) -> bool
 where
     P: PartnerCenter,
     C: CrmPort,
     S: LinkStore + AuditLog,
     K: Clock,
 {
-    let Ok(Some(link)) = syncer.state.link_by_referral(id).await else { return false };
-    if link.extra.contains_key(RECHECK) {
+    let Ok(Some(link)) = syncer.state.link_by_referral(pair.unwrap_or(id)).await else { return false };
+    let again = pair.map(|_| serde_json::Value::String(id.to_string()));
+    if link.extra.contains_key(RECHECK) && link.extra.get(RECHECK_REFERRAL) == again.as_ref() {
         return true;
     }
     let mut next: Link = link.clone();
     next.extra.insert(RECHECK.into(), serde_json::Value::String(syncer.clock.now().to_rfc3339()));
+    match again {
+        Some(microsoft) => next.extra.insert(RECHECK_REFERRAL.into(), microsoft),
+        None => next.extra.remove(RECHECK_REFERRAL),
+    };
     syncer.state.update_link(&link, &next).await.is_ok()
 }
 

@@ -300,6 +300,60 @@ async fn the_sweep_treats_microsofts_referral_as_part_of_its_synced_pair() {
     assert!(after.differing.is_empty(), "cleared after one sync: {after:?}");
 }
 
+/// Receives, handles and deletes what is done, as the runner does.
+async fn work_once(w: &World, q: InMemoryQueue) -> Vec<Disposition> {
+    let got = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    let batch: Vec<Incoming> = got
+        .iter()
+        .map(|m| Incoming {
+            message_id: m.message_id.clone(),
+            group_id: m.group_id.clone(),
+            body: m.body.clone(),
+            receive_count: m.receive_count,
+        })
+        .collect();
+    let out = handle_batch(&w.syncer, &q, &batch).await;
+    for (m, d) in got.iter().zip(&out) {
+        if *d == Disposition::Done {
+            q.delete(&m.receipt).await.unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_sweep_message_for_microsofts_side_that_fails_is_left_to_the_next_sweep_on_its_pair() {
+    let w = world();
+    let (pcq, crmq) = (InMemoryQueue::new(2), InMemoryQueue::new(5));
+    let settings = PollerSettings { sweep_every: 1, ..PollerSettings::default() };
+    let poller = w.poller(&pcq, &crmq, &settings);
+    let (ours, microsoft) = inbound_cosell(&w, "engagement synced before the outage");
+    let (ours, microsoft) = (ours.id.clone().unwrap(), microsoft.id.clone().unwrap());
+    w.syncer.sync_referral(&ours).await.unwrap();
+    // Microsoft's side changes while the connector cannot reach Partner Center.
+    w.clock.advance(chrono::Duration::minutes(1));
+    w.pc.edit(microsoft.as_str(), &[PatchOp::replace("/status", Lifecycle::ActiveAccepted.status().as_str())]);
+    let tick = poller.poll_once().await.unwrap();
+    assert_eq!(tick.sweep.as_ref().map(|s| s.differing.clone()), Some(vec![microsoft.to_string()]));
+    w.pc.fail_next(|| PartnerCenterError::Transient("connection refused".into()));
+    assert_eq!(work_once(&w, pcq.clone()).await, [Disposition::Done], "not left to die in the DLQ");
+    assert!(pcq.dead_letters(10).await.unwrap().is_empty());
+    let marked = w.state.link_by_referral(&ours).await.unwrap().unwrap();
+    assert_eq!(marked.extra.get(cosell_app::worker::RECHECK_REFERRAL), Some(&microsoft.to_string().into()));
+
+    // The next sweep enqueues Microsoft's referral again, whose sync reads Microsoft's side and
+    // clears the mark; the sweep after that finds the engagement in sync.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let next = poller.poll_once().await.unwrap();
+    assert_eq!(next.sweep.as_ref().map(|s| s.rechecked.clone()), Some(vec![microsoft.to_string()]), "{next:?}");
+    assert_eq!(work_once(&w, pcq.clone()).await, [Disposition::Done]);
+    let cleared = w.state.link_by_referral(&ours).await.unwrap().unwrap();
+    assert!(!cleared.extra.contains_key(cosell_app::worker::RECHECK), "{cleared:?}");
+    w.clock.advance(chrono::Duration::minutes(10));
+    let after = poller.poll_once().await.unwrap();
+    assert!(after.sweep.is_some_and(|s| s.rechecked.is_empty() && s.differing.is_empty()));
+}
+
 #[tokio::test]
 async fn a_sweep_message_for_a_synced_pair_that_fails_is_left_to_the_next_sweep_not_dead_lettered() {
     let w = world();
@@ -314,30 +368,7 @@ async fn a_sweep_message_for_a_synced_pair_that_fails_is_left_to_the_next_sweep_
     w.pc.edit(id.as_str(), &[PatchOp::replace("/name", "changed during the outage")]);
     let tick = poller.poll_once().await.unwrap();
     assert_eq!(tick.sweep.as_ref().map(|s| s.differing.clone()), Some(vec![id.to_string()]));
-    // Receives, handles and deletes what is done, as the runner does.
-    let work = |q: &InMemoryQueue| {
-        let q = q.clone();
-        let w = &w;
-        async move {
-            let got = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
-            let batch: Vec<Incoming> = got
-                .iter()
-                .map(|m| Incoming {
-                    message_id: m.message_id.clone(),
-                    group_id: m.group_id.clone(),
-                    body: m.body.clone(),
-                    receive_count: m.receive_count,
-                })
-                .collect();
-            let out = handle_batch(&w.syncer, &q, &batch).await;
-            for (m, d) in got.iter().zip(&out) {
-                if *d == Disposition::Done {
-                    q.delete(&m.receipt).await.unwrap();
-                }
-            }
-            out
-        }
-    };
+    let work = |q: &InMemoryQueue| work_once(&w, q.clone());
     w.pc.fail_next(|| PartnerCenterError::Transient("connection refused".into()));
     assert_eq!(work(&pcq).await, [Disposition::Done], "not left to die in the DLQ");
     assert!(pcq.dead_letters(10).await.unwrap().is_empty());
