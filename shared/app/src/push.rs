@@ -26,6 +26,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -162,8 +163,12 @@ fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Respons
 async fn receive_dataverse<Q: MessageQueue>(
     State(r): State<DataverseReceiver<Q>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::receiver::unreadable(&rejection),
+    };
     let given = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
     if !secret_matches(&r.secret, given) {
         let why = if given.is_some() { "the webhook key does not match" } else { "no webhook key header" };

@@ -11,6 +11,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -39,24 +40,37 @@ where
 }
 
 #[tracing::instrument(name = "salesforce_push", skip_all)]
-async fn receive<Q: MessageQueue>(State(queue): State<Q>, body: Bytes) -> Response {
+async fn receive<Q: MessageQueue>(State(queue): State<Q>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return crate::receiver::unreadable(&rejection),
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "not UTF-8"}))).into_response();
+        return refuse(StatusCode::BAD_REQUEST, "malformed_event", "the body is not UTF-8".into());
     };
     if !is_relayed_event(text) {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "not an EventBridge event"}))).into_response();
+        return refuse(StatusCode::BAD_REQUEST, "malformed_event", "the body is not an EventBridge event".into());
     }
     if let Err(e) = RelayedEvent::parse(text) {
-        let detail = format!("not a relayed Salesforce change event: {e}");
-        tracing::warn!(%detail, "refused");
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "malformed_event", "detail": detail})))
-            .into_response();
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed_event",
+            format!("not a relayed Salesforce change event: {e}"),
+        );
     }
     match queue.send(&relayed_message(text)).await {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "queued"}))).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not enqueue a change event; the poll covers it");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "temporarily_unavailable"}))).into_response()
+            let detail = "the queue is unavailable; the next poll picks the change up".to_owned();
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "temporarily_unavailable", "detail": detail})))
+                .into_response()
         }
     }
+}
+
+/// Every refusal in the receiver's one JSON shape, `{"error", "detail"}`.
+fn refuse(status: StatusCode, error: &str, detail: String) -> Response {
+    tracing::warn!(status = status.as_u16(), error, %detail, "change event refused");
+    (status, axum::Json(json!({ "error": error, "detail": detail }))).into_response()
 }

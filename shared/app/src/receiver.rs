@@ -60,22 +60,24 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A body axum refuses to buffer (over its 2 MiB limit, or cut off): the same JSON refusal as every
+/// other bad delivery on every route of the receiver, not axum's plain-text one.
+pub(crate) fn unreadable(rejection: &BytesRejection) -> Response {
+    let status = rejection.status();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
+    tracing::warn!(reason = error, status = status.as_u16(), "delivery rejected");
+    answer(status, json!({ "error": error, "detail": rejection.body_text() }))
+}
+
 #[tracing::instrument(name = "webhook", skip_all, fields(event, referral))]
 async fn receive<Q: MessageQueue, D: DedupStore>(
     State(r): State<Receiver<Q, D>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // A body axum refuses to buffer (over its 2 MiB limit, or cut off) gets the same JSON refusal
-    // as every other bad delivery, not axum's plain-text one.
     let body = match body {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
-            tracing::warn!(reason = error, status = status.as_u16(), "delivery rejected");
-            return answer(status, json!({ "error": error, "detail": rejection.body_text() }));
-        }
+        Err(rejection) => return unreadable(&rejection),
     };
     let delivered = match r.verifier.verify(&headers, &body).await {
         Ok(d) => d,

@@ -154,6 +154,39 @@ async fn a_body_over_the_buffer_limit_is_refused_with_the_same_json_as_every_oth
 }
 
 #[tokio::test]
+async fn the_crm_push_routes_refuse_an_oversized_body_with_the_same_json_too() {
+    use cosell_app::push::{DATAVERSE_PATH, DataverseReceiver, dataverse_router};
+    use cosell_app::push_salesforce::{SALESFORCE_EVENTS_PATH, salesforce_events_router};
+    let queue = InMemoryQueue::new(5);
+    let app = dataverse_router(DataverseReceiver {
+        secret: Arc::new(secrecy::SecretString::from("k".repeat(32))),
+        app_user_id: None,
+        queue: queue.clone(),
+    })
+    .merge(salesforce_events_router(queue.clone()));
+    for path in [DATAVERSE_PATH, SALESFORCE_EVENTS_PATH] {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(vec![b' '; 2 * 1024 * 1024 + 1]))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON body");
+        assert_eq!(json["error"], "body_too_large", "{path}: {json}");
+        assert!(json["detail"].as_str().is_some_and(|d| !d.is_empty()), "{path}: {json}");
+    }
+    // A malformed relayed event is refused in the same shape, with a detail.
+    let request = Request::post(SALESFORCE_EVENTS_PATH).body(Body::from("not an event")).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(json["error"].is_string() && json["detail"].is_string(), "{json}");
+    assert!(queue.receive(10, Duration::from_secs(1), Duration::ZERO).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn test_and_unknown_events_are_acknowledged_without_queueing() {
     let rig = rig().await;
     for (name, expected) in [("test-created", "test event received"), ("customer-created", "ignored")] {
