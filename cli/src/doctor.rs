@@ -163,7 +163,9 @@ pub fn crm_failure(e: &CrmError, label: &str, url: &str) -> Failure {
         ),
         CrmError::Invalid { .. } | CrmError::NotFound { .. } => (
             FailureClass::MissingField,
-            "install the connector's solution/package (the cosell_* columns or *__c fields) in the CRM".into(),
+            "run `cosell crm install` (it creates the connector's fields and, on Salesforce, grants its user \
+             access to them; `--dry-run` lists what is missing)"
+                .into(),
         ),
         CrmError::LimitExceeded { .. } => {
             (FailureClass::Budget, format!("today's {label} API allocation is used up; it resets at midnight UTC"))
@@ -184,14 +186,7 @@ fn schema_check(
             if problems.is_empty() {
                 return (true, "every connector field is there with its type and options".into(), "".into());
             }
-            let detail = problems
-                .iter()
-                .map(|(i, _)| match &i.action {
-                    cosell_crm::schema::Action::Conflict { found, .. } => format!("{} is {found}", i.qualified()),
-                    _ => format!("{} missing", i.qualified()),
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            let detail = problems.iter().map(|(i, _)| problem_words(i)).collect::<Vec<_>>().join("; ");
             let fixes: Vec<String> = problems.iter().map(|(_, f)| f.clone()).collect();
             let fix = if fixes.iter().all(|f| f == "run `cosell crm install`") {
                 "run `cosell crm install` (once, with the CRM credentials of this configuration)".to_owned()
@@ -206,6 +201,22 @@ fn schema_check(
             (false, format!("the CRM user lacks the privilege `{privilege}` to read the schema"), fix.into())
         }
         Err(e) => (false, e.to_string(), "check that the CRM is reachable (see the check above)".into()),
+    }
+}
+
+/// One schema problem in words: a missing field is not the same fix as a field the connector's
+/// user cannot see (Salesforce field-level security) or a permission set nobody assigned.
+fn problem_words(item: &cosell_crm::schema::PlanItem) -> String {
+    use cosell_crm::schema::{Action, Component};
+    let q = item.qualified();
+    match (&item.action, item.component) {
+        (Action::Conflict { found, .. }, _) => format!("{q} is {found}"),
+        (_, Component::FieldPermission) => {
+            format!("{q} not visible to the connector's user (no field-level security grant)")
+        }
+        (_, Component::ObjectPermission) => format!("{q}: the connector's user has no access to the object"),
+        (_, Component::PermissionAssignment) => format!("permission set {q} not assigned to the connector's user"),
+        _ => format!("{q} missing"),
     }
 }
 

@@ -525,6 +525,7 @@ impl SchemaPlan {
                         | Component::Key
                         | Component::FieldPermission
                         | Component::ObjectPermission
+                        | Component::PermissionAssignment
                 )
             })
             .filter_map(|i| match &i.action {
