@@ -123,3 +123,31 @@ async fn msal_and_requests_see_the_connectors_columns_only_after_install() {
     let options: Vec<i64> = after["help_options"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
     assert_eq!(options, (100_000_000..100_000_006).collect::<Vec<i64>>(), "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_salesforce_sees_the_connectors_fields_only_after_install() {
+    let sim = salesforce::Simulator::start(salesforce::Config::new(Arc::new(SystemClock))).await.unwrap();
+    let before = run_client("salesforce_schema_client.py", &[sim.base_url()]).await;
+    assert_eq!(before["query"], "INVALID_FIELD", "{before}");
+    assert_eq!(before["described"], serde_json::json!([]), "a bare org has none of the connector's fields: {before}");
+
+    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
+        client_id: "cosell-connector".into(),
+        client_secret: secrecy::SecretString::from("sim-secret"),
+    };
+    let crm = cosell_crm::SalesforceCrm::new(
+        cosell_crm::SalesforceConfig::new(&sim.base_url(), auth),
+        cosell_core::fakes::CountingBudget::default(),
+    )
+    .unwrap();
+    crm.apply_schema().await.expect("installing the connector's schema");
+
+    let after = run_client("salesforce_schema_client.py", &[sim.base_url()]).await;
+    assert_eq!(after["query"], "ok", "{after}");
+    let described: Vec<&str> = after["described"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for field in ["Sync_with_Partner_Center__c", "Referral_Identifier__c", "How_can_Microsoft_help__c"] {
+        assert!(described.contains(&field), "{field}: {after}");
+    }
+    assert_eq!(after["help_type"], "multipicklist", "{after}");
+    assert!(after["help_values"].as_array().is_some_and(|v| v.len() >= 5), "{after}");
+}

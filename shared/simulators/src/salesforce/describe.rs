@@ -42,10 +42,15 @@ impl Org {
                     Ty::MultiPicklist => ("multipicklist", vec![]),
                     Ty::Reference(to) => ("reference", vec![to]),
                 };
+                let custom;
                 let values: Vec<&str> = match (def.name.as_str(), f.name.as_str()) {
                     ("Opportunity", "StageName") => schema::STAGES.iter().map(|s| s.0).collect(),
                     ("Lead", "Status") => schema::LEAD_STATUSES.to_vec(),
                     (_, "CurrencyIsoCode") => schema::CURRENCIES.to_vec(),
+                    (object, name) if matches!(f.ty, Ty::Picklist | Ty::MultiPicklist) => {
+                        custom = self.custom_picklist_values(object, name);
+                        custom.iter().map(String::as_str).collect()
+                    }
                     _ => vec![],
                 };
                 let picklist: Vec<Value> = values

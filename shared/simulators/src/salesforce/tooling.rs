@@ -252,6 +252,20 @@ impl Org {
         Ok(Self::created(&id))
     }
 
+    /// The values of a custom picklist created through the Tooling API (`valueSet.valueSetDefinition`),
+    /// in their order, as `describe` lists them (`picklistValues`).
+    pub(super) fn custom_picklist_values(&self, object: &str, field: &str) -> Vec<String> {
+        self.meta
+            .fields
+            .values()
+            .find(|f| f.object == object && f.name == field)
+            .and_then(|f| f.metadata.pointer("/valueSet/valueSetDefinition/value")?.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get("fullName").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+
     fn create_custom_object(&mut self, body: Option<&Value>, _version: &str) -> Result<Out, SfError> {
         self.require("PermissionsCustomizeApplication")?;
         let (full, meta) = Self::tooling_body(body)?;
