@@ -73,8 +73,11 @@ writes nothing.";
 const UNINSTALL_HELP: &str = "\
 Removes the connector's own schema: on Dynamics 365 the components of the CosellConnector solution
 (its alternate keys, columns, the solution-row table with its rows, and the solution record; columns
-of the same names that are not components of that solution are left alone). The values the
-connector stored in those columns are deleted with them. Needs --yes (or --dry-run to see the list).";
+of the same names that are not components of that solution are left alone); on Salesforce the
+CosellConnector permission set (its assignments and field permissions), the connector's custom
+fields and the Microsoft_Solution__c object (fields the connector did not create are left alone).
+The values the connector stored in them are deleted with them. Needs --yes (or --dry-run to see
+the list).";
 
 const EXPORT_HELP: &str = "\
 Writes the same schema `cosell crm install` creates as the files an admin of that CRM installs by

@@ -126,10 +126,11 @@ pub async fn sim(which: SimKind, port: u16, ca_file: &std::path::Path) -> anyhow
                 salesforce::Simulator::start(c).await
             }
             .with_context(|| format!("the simulator did not start on port {port}: is the port free?"))?;
+            // Both start as the vendor ships them: the connector's own install creates the rest.
             let bare = if matches!(which, SimKind::Dynamics) {
                 "\nIt holds only the standard schema: run `cosell crm install --config …` against it first (the demo's deals are flagged once the schema is published)."
             } else {
-                ""
+                "\nIt holds only the standard schema: run `cosell crm install --config …` against it first (it creates the connector's fields and the permission set that lets its user see them; the demo's deals are flagged once they exist)."
             };
             ops::say(&format!(
                 "{which:?} simulator on {} (client id cosell-connector, secret sim-secret; control API under /_sim/){bare}\nCtrl-C to stop.",

@@ -277,15 +277,23 @@ fn the_sandbox_binary_prints_its_urls_and_stops_cleanly_on_ctrl_c() {
     });
     let t0 = Instant::now();
     let mut status_url = None;
-    while status_url.is_none() {
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.contains("store and config")) {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("the banner within 60 s");
         if let Some(rest) = line.trim().strip_prefix("status page") {
             status_url = Some(rest.trim().to_owned());
         }
+        banner.push(line);
     }
-    let url = status_url.unwrap();
+    let banner = banner.join("\n");
+    let url = status_url.unwrap_or_else(|| panic!("no status page line: {banner}"));
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert!(t0.elapsed() < Duration::from_secs(60));
+    // The path a partner takes: the CRM simulator starts bare and the connector's install creates
+    // its schema first, and says what it created.
+    assert!(banner.contains("created") && banner.contains("cosell_syncwithpartnercenter"), "{banner}");
+    // Each start is a new demo, and the banner says the store is reset.
+    assert!(banner.contains("reset at every start"), "{banner}");
     assert!(dir.path().join("cosell.toml").exists(), "the config for operations is written");
     let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(interrupted.success());
