@@ -115,46 +115,56 @@ async fn when_partner_center_sends_a_lead_should_create_a_crm_lead_unless_cosell
 
 #[tokio::test]
 async fn a_lead_qualified_without_revenue_is_marked_not_synced_and_its_plan_says_so() {
-    let w = World::new(CrmKind::Dynamics);
-    let lead = seed_lead(&w);
-    w.sync_referral(&rid(&lead)).await.unwrap();
-    let crm_lead = w.crm.leads().remove(0);
-    w.crm.edit_lead(&crm_lead.id, |l| l.state = LeadState::Qualified);
-    let record = CrmRef::parse("lead", &crm_lead.id).unwrap();
-    let plan = w.syncer.plan_crm(&record).await.unwrap().0;
-    assert!(plan.summary.starts_with("Not synced: "), "{}", plan.summary);
-    assert!(plan.api_writes() > 0, "the ✘ is written: {plan:#?}");
-    w.syncer.sync_crm(&record).await.unwrap();
-    let marked = w.crm.leads().remove(0);
-    assert!(marked.fields.topic.as_deref().is_some_and(|t| t.starts_with('✘')), "{:?}", marked.fields.topic);
-    assert!(
-        marked.fields.cosell.sync_status.as_deref().is_some_and(|s| s.starts_with("Not synced: ")),
-        "{:?}",
-        marked.fields.cosell.sync_status
-    );
-    // Synced again with nothing changed: it already says so, nothing more is written.
-    assert_eq!(w.syncer.plan_crm(&record).await.unwrap().0.api_writes(), 0);
+    for kind in [CrmKind::Dynamics, CrmKind::Salesforce] {
+        let w = World::new(kind);
+        let lead = seed_lead(&w);
+        w.sync_referral(&rid(&lead)).await.unwrap();
+        let crm_lead = w.crm.leads().remove(0);
+        w.crm.edit_lead(&crm_lead.id, |l| l.state = LeadState::Qualified);
+        let record = CrmRef::parse("lead", &crm_lead.id).unwrap();
+        let plan = w.syncer.plan_crm(&record).await.unwrap().0;
+        assert!(plan.summary.starts_with("Not synced: "), "{kind:?}: {}", plan.summary);
+        assert!(plan.api_writes() > 0, "{kind:?}: the ✘ is written: {plan:#?}");
+        w.syncer.sync_crm(&record).await.unwrap();
+        let marked = w.crm.leads().remove(0);
+        assert!(
+            marked.fields.topic.as_deref().is_some_and(|t| t.starts_with('✘')),
+            "{kind:?}: {:?}",
+            marked.fields.topic
+        );
+        assert!(
+            marked.fields.cosell.sync_status.as_deref().is_some_and(|s| s.starts_with("Not synced: ")),
+            "{kind:?}: {:?}",
+            marked.fields.cosell.sync_status
+        );
+        // Synced again with nothing changed: it already says so, nothing more is written.
+        assert_eq!(w.syncer.plan_crm(&record).await.unwrap().0.api_writes(), 0, "{kind:?}");
+    }
 }
 
 #[tokio::test]
 async fn when_a_lead_is_qualified_without_revenue_should_refuse_and_say_what_is_missing() {
-    let w = World::new(CrmKind::Dynamics);
-    let lead = seed_lead(&w);
-    w.sync_referral(&rid(&lead)).await.unwrap();
-    let crm_lead = w.crm.leads().remove(0);
-    w.crm.edit_lead(&crm_lead.id, |l| l.state = LeadState::Qualified);
-    w.syncer.sync_crm(&CrmRef::parse("lead", &crm_lead.id).unwrap()).await.unwrap();
-    assert_eq!(w.referral(&rid(&lead)).lifecycle(), Ok(Lifecycle::NewPending), "not accepted");
-    let audit = w.audit_referral(&rid(&lead)).await;
-    assert!(
-        audit.iter().any(|e| e.kind == AuditKind::Error && e.message.contains("estimated revenue and a close date")),
-        "{audit:#?}"
-    );
-    // With revenue and a close date it goes through.
-    w.pc.edit(&rid(&lead), &[PatchOp::add("/details", json!({"closingDateTime": "2026-10-01T00:00:00Z"}))]);
-    w.crm.edit_lead(&crm_lead.id, |l| l.fields.deal_value = Some(9_000.0));
-    w.syncer.sync_crm(&CrmRef::parse("lead", &crm_lead.id).unwrap()).await.unwrap();
-    assert_eq!(w.referral(&rid(&lead)).lifecycle(), Ok(Lifecycle::ActiveAccepted));
+    for kind in [CrmKind::Dynamics, CrmKind::Salesforce] {
+        let w = World::new(kind);
+        let lead = seed_lead(&w);
+        w.sync_referral(&rid(&lead)).await.unwrap();
+        let crm_lead = w.crm.leads().remove(0);
+        w.crm.edit_lead(&crm_lead.id, |l| l.state = LeadState::Qualified);
+        w.syncer.sync_crm(&CrmRef::parse("lead", &crm_lead.id).unwrap()).await.unwrap();
+        assert_eq!(w.referral(&rid(&lead)).lifecycle(), Ok(Lifecycle::NewPending), "{kind:?}: not accepted");
+        let audit = w.audit_referral(&rid(&lead)).await;
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.kind == AuditKind::Error && e.message.contains("estimated revenue and a close date")),
+            "{kind:?}: {audit:#?}"
+        );
+        // With revenue and a close date it goes through.
+        w.pc.edit(&rid(&lead), &[PatchOp::add("/details", json!({"closingDateTime": "2026-10-01T00:00:00Z"}))]);
+        w.crm.edit_lead(&crm_lead.id, |l| l.fields.deal_value = Some(9_000.0));
+        w.syncer.sync_crm(&CrmRef::parse("lead", &crm_lead.id).unwrap()).await.unwrap();
+        assert_eq!(w.referral(&rid(&lead)).lifecycle(), Ok(Lifecycle::ActiveAccepted), "{kind:?}");
+    }
 }
 
 // ---------------------------------------------------------------- R9, and referrals closed before they arrive
