@@ -1,3 +1,5 @@
+//! The Dataverse installer's plan and its unmanaged-solution export, against canned metadata answers.
+
 use cosell_core::crm::{CrmFieldMap, CrmKind};
 use serde_json::json;
 

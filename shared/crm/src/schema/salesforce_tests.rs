@@ -1,3 +1,5 @@
+//! The Salesforce installer's plan and its SFDX export, against canned Tooling API answers.
+
 use std::collections::BTreeMap;
 
 use cosell_core::crm::{CrmFieldMap, CrmKind};

@@ -1,3 +1,5 @@
+//! The schema model: what the connector needs from the field map, renamed fields included.
+
 use cosell_core::crm::{CrmFieldMap, CrmKind};
 
 use super::*;
