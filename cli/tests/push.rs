@@ -1,6 +1,7 @@
 //! Issue 16 acceptance over the real adapters and simulators (sandbox in-process, embedded store):
 //! with the Dataverse webhook registered and the poll every 10 minutes, a flagged opportunity
-//! reaches Partner Center by push; a dropped push is healed by the next poll.
+//! reaches Partner Center by push; a dropped push is healed by the next poll; duplicated and
+//! delayed pushes, and the poll seeing the same change, write nothing twice.
 
 use std::time::{Duration, Instant};
 
@@ -136,5 +137,62 @@ async fn a_dropped_push_is_healed_by_the_next_poll() {
     assert!(took.is_some(), "not healed by the poll; errors: {:?}", sb.metrics().errors());
     let polled = wait_for_sample(&sb, &opp, Arrival::Poll, Duration::from_secs(10)).await;
     assert!(polled, "{:?}", sb.metrics().samples());
+    sb.stop().await;
+}
+
+/// The connector's writes to a Dataverse row (the simulator's write log, by the application user).
+async fn connector_writes(sb: &Sandbox, set: &str, id: &str) -> usize {
+    let log: Value = reqwest::get(format!("{}/_sim/writes/{set}", sb.crm_url)).await.unwrap().json().await.unwrap();
+    log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"].as_str().is_some_and(|r| r.eq_ignore_ascii_case(id)))
+        .map(|r| {
+            r["writes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["by"] == cosell_simulators::dynamics::APP_USER_ID)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn partner_center_referrals(sb: &Sandbox, name: &str) -> Vec<Value> {
+    let all: Value =
+        reqwest::get(format!("{}/_sim/referrals", sb.partner_center_url)).await.unwrap().json().await.unwrap();
+    all.as_array().unwrap().iter().filter(|r| r["name"].as_str().is_some_and(|n| n.contains(name))).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_delayed_pushes_and_the_poll_seeing_the_same_change_write_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short poll, so that the poll also reads the change the pushes carry.
+    let sb = start(dir.path(), Duration::from_secs(1)).await;
+    let http = reqwest::Client::new();
+    for fault in [
+        json!({"kind": "duplicate_push", "path_contains": "opportunity", "count": 100}),
+        json!({"kind": "delay_push", "millis": 1500, "path_contains": "opportunity", "count": 1}),
+    ] {
+        let r = http.post(format!("{}/_sim/faults", sb.crm_url)).json(&fault).send().await.unwrap();
+        assert!(r.status().is_success(), "{fault}");
+    }
+    let opp = flag_a_deal(&sb, "Fabrikam – pushed twice").await;
+    assert!(wait_for_referral(&sb, &opp, Duration::from_secs(20)).await.is_some(), "{:?}", sb.metrics().errors());
+    let first = partner_center_referrals(&sb, "Fabrikam – pushed twice").await;
+    assert_eq!(first.len(), 1, "one referral: {first:?}");
+    // Let every duplicate, the delayed delivery and a few poll ticks arrive and be handled.
+    let ticks = sb.metrics().ticks();
+    let t0 = Instant::now();
+    while sb.metrics().ticks() < ticks + 3 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = partner_center_referrals(&sb, "Fabrikam – pushed twice").await;
+    assert_eq!(after.len(), 1, "still one referral: {after:?}");
+    assert_eq!(after[0]["eTag"], first[0]["eTag"], "the referral was not written again");
+    assert_eq!(connector_writes(&sb, "opportunities", &opp).await, 1, "one write-back to the opportunity");
+    assert!(sb.metrics().errors().is_empty(), "{:?}", sb.metrics().errors());
     sb.stop().await;
 }
