@@ -35,7 +35,10 @@ struct PushRig {
 async fn push_rig() -> PushRig {
     let rig = Rig::start(CrmKind::Dynamics).await;
     let sdk = cosell_aws::sdk_config().await;
-    let env = cosell_runtime::Env::from_pairs(rig.vars.iter().cloned());
+    // The variables template.yaml adds with DynamicsPush=true (the rig's have the CRM secret's ARN).
+    let mut vars = rig.vars.clone();
+    vars.push(("COSELL_DYNAMICS_PUSH".into(), "true".into()));
+    let env = cosell_runtime::Env::from_pairs(vars.iter().cloned());
     let aws = cosell_lambda::connect::aws(&env, &sdk).await.expect("resources");
     // The operator adds the key to the CRM secret (README "Deploying").
     let arn = env.optional("COSELL_CRM_SECRET_ARN").expect("the CRM secret").to_owned();
@@ -58,8 +61,7 @@ async fn push_rig() -> PushRig {
     let dataverse_url = format!("http://{}{}", listener.local_addr().unwrap(), cosell_app::push::DATAVERSE_PATH);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    // webhook-registration, as its main wires it, with the variables the template adds.
-    let mut vars = rig.vars.clone();
+    // webhook-registration, as its main wires it.
     vars.push(("COSELL_DATAVERSE_WEBHOOK_URL".into(), dataverse_url.clone()));
     let dataverse = cosell_lambda::push::registration(&vars, &aws)
         .await

@@ -347,8 +347,9 @@ fn dynamics_push_is_off_by_default_and_only_with_it_do_the_receiver_and_registra
         let (condition, value) = unless_off(v);
         (condition, show(value))
     };
-    // The CRM secret's ARN (the receiver reads the key from it; its presence turns the route on).
+    // The switch the code reads, and the CRM secret's ARN (the receiver reads the key from it).
     for function in ["WebhookReceiverFunction", "WebhookRegistrationFunction"] {
+        assert_eq!(variable(function, "COSELL_DYNAMICS_PUSH"), (None, "!Ref DynamicsPush".to_owned()), "{function}");
         assert_eq!(
             variable(function, "COSELL_CRM_SECRET_ARN"),
             (Some("DataversePush".to_owned()), "!Ref CrmSecret".to_owned()),

@@ -30,6 +30,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("COSELL_SYNC_CONFIG", "sync configuration document (TOML or JSON); COSELL_SYNC__<A>__<B> override keys"),
     ("COSELL_POLL_SWEEP_EVERY", "crm-poller: run the Partner Center reconciliation sweep every N ticks (default 5)"),
     ("COSELL_WEBHOOK_URL", "webhook-registration: the receiver URL registered when invoked by hand"),
+    ("COSELL_DYNAMICS_PUSH", "webhook-receiver, webhook-registration: true turns Dynamics push on (default false)"),
     (
         "COSELL_DATAVERSE_WEBHOOK_URL",
         "webhook-registration, Dynamics push on: the receiver's /crm/dataverse URL registered when invoked by hand",

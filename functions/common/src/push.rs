@@ -1,8 +1,10 @@
 //! Dynamics push in the Lambda stack (`DynamicsPush=true`): the Dataverse webhook key and the CRM
 //! client, read from the CRM secret by the two functions that need them — webhook-receiver, which
 //! checks every delivery on `POST /crm/dataverse` against the key, and webhook-registration, which
-//! registers the webhook with it. With push off the template gives neither function the CRM
-//! secret's ARN (nor the right to read it), and they never look for it.
+//! registers the webhook with it. Push is on when `COSELL_DYNAMICS_PUSH` is `true` (the stack
+//! parameter `DynamicsPush`); with it off the template gives neither function the CRM secret's ARN
+//! (nor the right to read it), and they never look for it — also where the ARN is set for every
+//! function alike (the Lambda benchmark's environment).
 
 use cosell_runtime::Env;
 use secrecy::{ExposeSecret, SecretString};
@@ -12,6 +14,8 @@ use crate::clients::{self, Aws, Crm};
 use crate::config;
 use crate::secrets::CrmSecret;
 
+/// `true` turns Dynamics push on in the receiver and webhook-registration (default `false`).
+pub const SWITCH: &str = "COSELL_DYNAMICS_PUSH";
 /// Set (to the CRM secret's ARN) on the receiver and on webhook-registration only with push on.
 pub const CRM_SECRET_ARN: &str = "COSELL_CRM_SECRET_ARN";
 /// webhook-registration: the stack's `/crm/dataverse` URL a manual invocation registers.
@@ -35,11 +39,31 @@ pub fn dataverse_key(id: &str, secret: &CrmSecret) -> Result<SecretString, InitE
     Ok(SecretString::from(key.expose_secret().trim().to_owned()))
 }
 
+/// Whether Dynamics push is on ([`SWITCH`]).
+pub fn enabled(env: &Env) -> Result<bool, InitError> {
+    Ok(env.parsed_or(SWITCH, false, "true or false; template.yaml sets it from the DynamicsPush parameter")?)
+}
+
+/// `None` with push off; with push on, the CRM secret's id, or why push cannot work.
+fn push_secret_id(env: &Env) -> Option<Result<String, InitError>> {
+    match enabled(env) {
+        Ok(false) => None,
+        Ok(true) => Some(config::secret_id(env, CRM_SECRET_ARN)),
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// The receiver's key: `None` with push off; with push on, the key or why it is unusable (the
-/// receiver keeps serving Partner Center either way).
+/// receiver keeps serving Partner Center either way; the SDK has already retried a failed read).
 pub async fn receiver_key(env: &Env, aws: &Aws) -> Option<Result<SecretString, InitError>> {
-    let id = env.optional(CRM_SECRET_ARN)?;
-    Some(async { dataverse_key(id, &clients::crm_secret(aws, id).await?) }.await)
+    let id = push_secret_id(env)?;
+    Some(
+        async {
+            let id = id?;
+            dataverse_key(&id, &clients::crm_secret(aws, &id).await?)
+        }
+        .await,
+    )
 }
 
 /// What webhook-registration needs to register the Dataverse webhook.
@@ -57,9 +81,10 @@ pub struct DataverseRegistration {
 /// or why they could not be had.
 pub async fn registration(vars: &[(String, String)], aws: &Aws) -> Option<Result<DataverseRegistration, InitError>> {
     let env = Env::from_pairs(vars.iter().cloned());
-    let id = env.optional(CRM_SECRET_ARN)?.to_owned();
+    let id = push_secret_id(&env)?;
     Some(
         async {
+            let id = id?;
             let sync = config::sync_config(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let secret = clients::crm_secret(aws, &id).await?;
             let key = dataverse_key(&id, &secret)?;
@@ -99,6 +124,47 @@ mod tests {
         assert!(blank.contains("no `push_key`"), "{blank}");
         let short = dataverse_key("arn:crm", &secret(r#","push_key":"hunter2""#)).unwrap_err().to_string();
         assert!(short.contains("too short") && !short.contains("hunter2"), "{short}");
+    }
+
+    fn env(extra: &[(&str, &str)]) -> Env {
+        let mut pairs = vec![
+            ("COSELL_STORE", "aws"),
+            ("COSELL_TABLE_NAME", "t"),
+            ("COSELL_PC_EVENTS_QUEUE_URL", "https://sqs.example/1/pc.fifo"),
+            ("COSELL_PC_EVENTS_DLQ_URL", "https://sqs.example/1/pc-dlq.fifo"),
+            ("COSELL_CRM_CHANGES_QUEUE_URL", "https://sqs.example/1/crm.fifo"),
+            ("COSELL_CRM_CHANGES_DLQ_URL", "https://sqs.example/1/crm-dlq.fifo"),
+        ];
+        pairs.extend_from_slice(extra);
+        Env::from_pairs(pairs)
+    }
+
+    /// AWS clients that can reach nothing: any Secrets Manager read would fail.
+    fn unreachable_aws(env: &Env) -> Aws {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        Aws::new(&sdk, &crate::Resources::from_env(env).unwrap())
+    }
+
+    #[tokio::test]
+    async fn push_is_off_unless_switched_on_even_where_the_crm_secret_arn_is_set() {
+        let arn = ("COSELL_CRM_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:crm");
+        for off in [env(&[arn]), env(&[arn, ("COSELL_DYNAMICS_PUSH", "false")])] {
+            let aws = unreachable_aws(&off);
+            assert!(receiver_key(&off, &aws).await.is_none());
+            let vars: Vec<(String, String)> = vec![(arn.0.into(), arn.1.into())];
+            assert!(registration(&vars, &aws).await.is_none());
+        }
+        // On without the ARN: push cannot work, and the error says which variable is missing.
+        let on = env(&[("COSELL_DYNAMICS_PUSH", "true")]);
+        let err = receiver_key(&on, &unreachable_aws(&on)).await.expect("push is on").unwrap_err().to_string();
+        assert!(err.contains("COSELL_CRM_SECRET_ARN"), "{err}");
+        let bad = env(&[("COSELL_DYNAMICS_PUSH", "yes please")]);
+        let err = receiver_key(&bad, &unreachable_aws(&bad)).await.expect("not silently off").unwrap_err().to_string();
+        assert!(err.contains("COSELL_DYNAMICS_PUSH"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
                 e.to_string()
             })
         }),
-        Err(e) => env.optional(cosell_lambda::push::CRM_SECRET_ARN).map(|_| Err(e.to_string())),
+        Err(e) => cosell_lambda::push::enabled(&env).unwrap_or(true).then(|| Err(e.to_string())),
     };
     let deps = Deps {
         registrar,
