@@ -1,9 +1,10 @@
 //! Security review of `template.yaml` (issue 8.4), as tests that fail when the template regresses:
 //! each function's permissions are exactly the ones its code needs (resource-scoped, DynamoDB items
 //! scoped by partition-key prefix), no wildcard where a resource is known, no secret in an
-//! environment variable, and the only public routes are the webhook and the health check.
-//! (That the webhook rejects anything unsigned is tested on the receiver itself: `shared/app/tests`,
-//! `e2e.rs`.) The README's "Security" section lists what these tests cannot check.
+//! environment variable, and the only public routes are the signed webhook, the Dataverse webhook
+//! (shared key, served only with `DynamicsPush`) and the health check. (That the webhooks reject
+//! anything unsigned or forged is tested on the receiver itself: `shared/app/tests`, `e2e.rs`,
+//! `functions/webhook-receiver`.) The README's "Security" section lists what these tests cannot check.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,12 +43,32 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// One permission: action, resource, and the partition-key prefixes it is limited to (DynamoDB).
-type Grant = (String, String, Vec<String>);
+/// `!If [condition, value, !Ref AWS::NoValue]` → `(Some(condition), value)`; anything else as it
+/// is. A conditional value may only be there or not: never an alternative value.
+fn unless_off(v: &Value) -> (Option<String>, &Value) {
+    match v {
+        Value::Tagged(t) if t.tag == "!If" => {
+            let branches = list(&t.value);
+            assert_eq!(branches.len(), 3, "{v:?}");
+            assert_eq!(show(branches[2]), "!Ref AWS::NoValue", "a condition adds or removes, never swaps: {v:?}");
+            (Some(show(branches[0])), branches[1])
+        }
+        other => (None, other),
+    }
+}
+
+/// A function's policies, each with the condition it is granted under.
+fn policies(function: &Value) -> Vec<(Option<String>, &Value)> {
+    list(&function["Properties"]["Policies"]).into_iter().map(unless_off).collect()
+}
+
+/// One permission: action, resource, the partition-key prefixes it is limited to (DynamoDB), and
+/// the template condition it is granted under.
+type Grant = (String, String, Vec<String>, Option<String>);
 
 fn grants(function: &Value) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
-    for policy in list(&function["Properties"]["Policies"]) {
+    for (condition, policy) in policies(function) {
         for statement in list(&policy["Statement"]) {
             assert_eq!(statement["Effect"], "Allow", "{statement:?}");
             let keys: Vec<String> = list(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
@@ -56,7 +77,7 @@ fn grants(function: &Value) -> BTreeSet<Grant> {
                 .collect();
             for action in list(&statement["Action"]) {
                 for resource in list(&statement["Resource"]) {
-                    out.insert((show(action), show(resource), keys.clone()));
+                    out.insert((show(action), show(resource), keys.clone(), condition.clone()));
                 }
             }
         }
@@ -65,7 +86,13 @@ fn grants(function: &Value) -> BTreeSet<Grant> {
 }
 
 fn grant(action: &str, resource: &str, keys: &[&str]) -> Grant {
-    (action.to_owned(), resource.to_owned(), keys.iter().map(|k| (*k).to_owned()).collect())
+    (action.to_owned(), resource.to_owned(), keys.iter().map(|k| (*k).to_owned()).collect(), None)
+}
+
+/// A grant that exists only with Dynamics push on.
+fn with_dataverse_push(mut g: Grant) -> Grant {
+    g.3 = Some("DataversePush".to_owned());
+    g
 }
 
 const TABLE: &str = "!GetAtt StateTable.Arn";
@@ -96,10 +123,14 @@ fn each_function_has_exactly_the_permissions_its_code_needs() {
         (
             "WebhookReceiverFunction",
             // No Partner Center or CRM credentials: it verifies signatures with public certificates.
+            // With Dynamics push only, the CRM secret (for the webhook key it holds; the receiver
+            // makes no CRM call) and the CRM changes queue the pushed record ids go to.
             [
                 grant("dynamodb:PutItem", TABLE, &["DEDUP#*"]),
                 grant("dynamodb:DeleteItem", TABLE, &["DEDUP#*"]),
                 grant("sqs:SendMessage", "!GetAtt PcEventsQueue.Arn", &[]),
+                with_dataverse_push(grant("secretsmanager:GetSecretValue", "!Ref CrmSecret", &[])),
+                with_dataverse_push(grant("sqs:SendMessage", "!GetAtt CrmChangesQueue.Arn", &[])),
             ]
             .into_iter()
             .collect(),
@@ -133,11 +164,13 @@ fn each_function_has_exactly_the_permissions_its_code_needs() {
         ),
         (
             "WebhookRegistrationFunction",
-            // Partner Center only: it never reads the CRM secret.
+            // Partner Center; the CRM secret only with Dynamics push (to register the Dataverse
+            // webhook with the key it holds). No queue, no link: it syncs nothing.
             [
                 grant("dynamodb:GetItem", TABLE, &budget),
                 grant("dynamodb:UpdateItem", TABLE, &budget),
                 grant("secretsmanager:GetSecretValue", "!Ref PartnerCenterSecret", &[]),
+                with_dataverse_push(grant("secretsmanager:GetSecretValue", "!Ref CrmSecret", &[])),
             ]
             .into_iter()
             .collect(),
@@ -159,7 +192,7 @@ fn each_function_has_exactly_the_permissions_its_code_needs() {
 fn no_policy_uses_a_wildcard_or_a_literal_resource() {
     let t = template();
     for (name, function) in functions(&t) {
-        for (action, resource, keys) in grants(function) {
+        for (action, resource, keys, _) in grants(function) {
             assert!(!action.contains('*'), "{name}: wildcard action {action}");
             // Every resource is one of the stack's own, by reference; never "*" or a hand-written ARN.
             assert!(resource.starts_with("!Ref ") || resource.starts_with("!GetAtt "), "{name}: {resource}");
@@ -170,7 +203,7 @@ fn no_policy_uses_a_wildcard_or_a_literal_resource() {
             }
         }
         // No managed policy or policy template either: they grant more than the function needs.
-        for policy in list(&function["Properties"]["Policies"]) {
+        for (_, policy) in policies(function) {
             assert!(policy.get("Statement").is_some(), "{name}: a policy that is not an inline statement: {policy:?}");
         }
     }
@@ -194,6 +227,8 @@ fn no_secret_is_passed_in_an_environment_variable() {
     let secret_words = ["SECRET", "PASSWORD", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"];
     let parameters = t["Parameters"].as_mapping().expect("parameters");
     for (owner, key, value) in &variables {
+        // A variable set only under a condition is checked for what it is when set.
+        let (_, value) = unless_off(value);
         // Credentials travel as Secrets Manager ARNs only.
         if secret_words.iter().any(|w| key.contains(w)) {
             assert!(key.ends_with("_SECRET_ARN"), "{owner}: {key} looks like a secret");
@@ -215,7 +250,7 @@ fn no_secret_is_passed_in_an_environment_variable() {
 }
 
 #[test]
-fn the_only_public_routes_are_the_signed_webhook_and_the_health_check() {
+fn the_only_public_routes_are_the_signed_webhook_the_keyed_dataverse_webhook_and_the_health_check() {
     let t = template();
     let mut routes = Vec::new();
     for (name, function) in functions(&t) {
@@ -233,9 +268,12 @@ fn the_only_public_routes_are_the_signed_webhook_and_the_health_check() {
         routes,
         [
             ("WebhookReceiverFunction".to_owned(), "GET".to_owned(), "/health".to_owned()),
+            ("WebhookReceiverFunction".to_owned(), "POST".to_owned(), cosell_app::push::DATAVERSE_PATH.to_owned()),
             ("WebhookReceiverFunction".to_owned(), "POST".to_owned(), "/webhook".to_owned()),
         ],
-        "the receiver verifies every delivery's signature; any other public route would not be"
+        "the receiver verifies every Partner Center delivery's signature and authenticates every Dataverse \
+         delivery by the shared key (compared in constant time; served only with DynamicsPush); any other \
+         public route would not be"
     );
     // The API throttles, so that a flood of forged deliveries costs little.
     let api = &resources(&t)["WebhookApi"]["Properties"]["DefaultRouteSettings"];
@@ -292,4 +330,40 @@ fn salesforce_push_is_off_by_default_and_only_its_rule_may_send_to_crm_changes()
     let policies: Vec<&str> =
         r.iter().filter(|(_, v)| v["Type"] == "AWS::SQS::QueuePolicy").map(|(k, _)| k.as_str().unwrap()).collect();
     assert_eq!(policies, ["SalesforceChangeEventsQueuePolicy"]);
+}
+
+#[test]
+fn dynamics_push_is_off_by_default_and_only_with_it_do_the_receiver_and_registration_see_the_crm_secret() {
+    let t = template();
+    let r = resources(&t);
+    assert_eq!(t["Parameters"]["DynamicsPush"]["Default"], "false");
+    let condition = format!("{:?}", t["Conditions"]["DataversePush"]);
+    assert!(
+        condition.contains("!Equals") && condition.contains("DynamicsPush") && condition.contains("true"),
+        "{condition}"
+    );
+    let variable = |function: &str, key: &str| {
+        let v = &r[function]["Properties"]["Environment"]["Variables"][key];
+        let (condition, value) = unless_off(v);
+        (condition, show(value))
+    };
+    // The switch the code reads, and the CRM secret's ARN (the receiver reads the key from it).
+    for function in ["WebhookReceiverFunction", "WebhookRegistrationFunction"] {
+        assert_eq!(variable(function, "COSELL_DYNAMICS_PUSH"), (None, "!Ref DynamicsPush".to_owned()), "{function}");
+        assert_eq!(
+            variable(function, "COSELL_CRM_SECRET_ARN"),
+            (Some("DataversePush".to_owned()), "!Ref CrmSecret".to_owned()),
+            "{function}"
+        );
+    }
+    // Registration: the URL Dataverse calls is the receiver's route, from the manual default and
+    // from the custom resource alike.
+    let url = "!Sub https://${WebhookApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/crm/dataverse";
+    assert_eq!(
+        variable("WebhookRegistrationFunction", "COSELL_DATAVERSE_WEBHOOK_URL"),
+        (Some("DataversePush".to_owned()), url.to_owned())
+    );
+    let (condition, property) = unless_off(&r["WebhookRegistration"]["Properties"]["DataverseWebhookUrl"]);
+    assert_eq!((condition.as_deref(), show(property).as_str()), (Some("DataversePush"), url));
+    assert!(url.ends_with(cosell_app::push::DATAVERSE_PATH));
 }

@@ -86,7 +86,7 @@ pub fn crm(secret: &CrmSecret, fields: CrmFieldMap, budget: Budget) -> Result<Cr
         )));
     }
     let adapter = match secret {
-        CrmSecret::Dynamics { org_url, tenant_id, token_url, client_id, client_secret } => {
+        CrmSecret::Dynamics { org_url, tenant_id, token_url, client_id, client_secret, .. } => {
             let mut config = DynamicsConfig::new(
                 org_url,
                 tenant_id.as_deref().unwrap_or("common"),

@@ -23,10 +23,18 @@ pub enum InitError {
 /// Every variable the functions read besides [`PlatformConfig::KEYS`], with its meaning.
 pub const KEYS: &[(&str, &str)] = &[
     ("COSELL_PC_SECRET_ARN", "Secrets Manager secret with the Partner Center credentials (JSON)"),
-    ("COSELL_CRM_SECRET_ARN", "Secrets Manager secret with the CRM credentials (JSON)"),
+    (
+        "COSELL_CRM_SECRET_ARN",
+        "Secrets Manager secret with the CRM credentials (JSON); given to webhook-receiver and webhook-registration only with Dynamics push on",
+    ),
     ("COSELL_SYNC_CONFIG", "sync configuration document (TOML or JSON); COSELL_SYNC__<A>__<B> override keys"),
     ("COSELL_POLL_SWEEP_EVERY", "crm-poller: run the Partner Center reconciliation sweep every N ticks (default 5)"),
     ("COSELL_WEBHOOK_URL", "webhook-registration: the receiver URL registered when invoked by hand"),
+    ("COSELL_DYNAMICS_PUSH", "webhook-receiver, webhook-registration: true turns Dynamics push on (default false)"),
+    (
+        "COSELL_DATAVERSE_WEBHOOK_URL",
+        "webhook-registration, Dynamics push on: the receiver's /crm/dataverse URL registered when invoked by hand",
+    ),
 ];
 
 /// The stack's table and queues.

@@ -1,10 +1,12 @@
 //! What the five Lambda functions share, and nothing Lambda-free: each function's `main.rs` reads its
 //! configuration with [`config`], fetches its credentials once with [`secrets`], builds its clients
-//! with [`clients`], and the two queue workers translate SQS batches with [`sqs`].
+//! with [`clients`], and the two queue workers translate SQS batches with [`sqs`]. With Dynamics push
+//! on, the receiver and webhook-registration also read the Dataverse webhook key ([`push`]).
 
 pub mod clients;
 pub mod config;
 pub mod connect;
+pub mod push;
 pub mod secrets;
 pub mod sqs;
 pub mod worker;

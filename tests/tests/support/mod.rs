@@ -271,7 +271,12 @@ impl Rig {
         // webhook-receiver, served over HTTP; its verifier trusts the simulator's test CA.
         let config = webhook_receiver::verifier_config().trusting(pc_sim.ca_certificate_der(), pc_sim.tls_base_url());
         let verifier = WebhookVerifier::new(config).expect("verifier");
-        let app = webhook_receiver::app(Arc::new(verifier), aws.pc_events.clone(), aws.state.clone());
+        let app = webhook_receiver::app(
+            Arc::new(verifier),
+            aws.pc_events.clone(),
+            aws.state.clone(),
+            webhook_receiver::DataversePush::<SqsQueue>::Off,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let receiver_url = format!("http://{}", listener.local_addr().expect("addr"));
         let served = app.clone();
@@ -305,6 +310,7 @@ impl Rig {
                 registrar: Ok(connected.pc.clone()),
                 http: reqwest::Client::new(),
                 default_webhook_url: Some(webhook_url.clone()),
+                dataverse: None,
             },
             crm: crm_direct,
             pc_events: direct.pc_events,
