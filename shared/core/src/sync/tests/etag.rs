@@ -139,7 +139,7 @@ async fn a_link_without_a_copy_of_the_referral_reads_it_once_then_keeps_it() {
     let (o, id) = shared_pair(&w, true).await;
     let link = link_of(&w, &o.id).await;
     let mut old = link.clone();
-    assert!(old.extra.remove(crate::sync::plan::link_extra::LAST_SEEN).is_some(), "the sync keeps a copy: {link:#?}");
+    assert!(old.extra.remove(plan::link_extra::LAST_SEEN).is_some(), "the sync keeps a copy: {link:#?}");
     w.state.update_link(&link, &old).await.unwrap();
     w.crm.edit_opportunity(&o.id, |o| o.fields.deal_value = Some(160_000.0));
     assert_eq!(pc_calls_of(&w, async { w.sync_crm(&o.id).await.map(drop).unwrap() }).await, (2, 1));
