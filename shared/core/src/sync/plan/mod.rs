@@ -212,10 +212,22 @@ pub mod link_extra {
     /// id written back, and the customer and details a conversion to co-sell copies to Microsoft.
     pub const LAST_SEEN: &str = "pc_last_seen";
 
-    /// The copy to store for `referral` and `microsoft` (without the read-only `links`).
+    /// The copy to store: the partner's referral without its read-only `links`, and of Microsoft's
+    /// only what the planner looks at (who it is, its CRM id, its state), to keep the link small.
     pub fn last_seen_value(referral: &Referral, microsoft: Option<&Referral>) -> serde_json::Value {
-        let bare = |r: &Referral| Referral { links: None, ..r.clone() };
-        json!({ "referral": bare(referral), "microsoft": microsoft.map(bare) })
+        let microsoft = microsoft.map(|m| Referral {
+            id: m.id.clone(),
+            engagement_id: m.engagement_id.clone(),
+            organization_id: m.organization_id.clone(),
+            external_reference_id: m.external_reference_id.clone(),
+            status: m.status.clone(),
+            substatus: m.substatus.clone(),
+            referral_type: m.referral_type.clone(),
+            target: m.target.clone(),
+            etag: m.etag.clone(),
+            ..Referral::default()
+        });
+        json!({ "referral": Referral { links: None, ..referral.clone() }, "microsoft": microsoft })
     }
 
     /// The link's copy of the referral and Microsoft's, only if it is the referral at the eTag the

@@ -33,8 +33,16 @@ async fn a_crm_to_pc_update_costs_one_partner_center_call_when_nothing_changed_t
             );
             let r = w.referral(&id);
             assert_eq!(r.details.as_ref().unwrap().deal_value, Some(LenientNumber(value)));
-            // The link holds the eTag Partner Center returned for our PATCH: the next update's If-Match.
-            assert_eq!(link_of(&w, &o.id).await.pc_etag.as_deref(), r.etag.as_ref().map(|e| e.as_str()));
+            // The link holds the eTag Partner Center returned for our PATCH (the next update's
+            // If-Match), and the referral as that PATCH returned it.
+            let link = link_of(&w, &o.id).await;
+            assert_eq!(link.pc_etag.as_deref(), r.etag.as_ref().map(|e| e.as_str()));
+            let (copy, microsoft) = plan::link_extra::last_seen(&link).expect("a copy at the link's eTag");
+            assert_eq!(copy, r, "co-sell {help}, update {i}: the copy is the referral as it is");
+            assert_eq!(
+                microsoft.map(|m| m.id),
+                help.then(|| w.pc.all().into_iter().find(|m| m.targets_microsoft()).unwrap().id)
+            );
         }
         // Closing in the CRM is one PATCH too, and the closed referral is frozen afterwards (R10).
         w.crm.edit_opportunity(&o.id, |o| o.state = DealState::Won);
