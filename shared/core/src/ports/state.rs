@@ -62,7 +62,8 @@ pub struct Link {
     /// Hash of the mapped fields on the CRM side after our last write or read.
     #[serde(default)]
     pub crm_fingerprint: Option<String>,
-    /// eTag of the referral that our last write produced.
+    /// eTag of the referral as our last sync left it: after a write of ours, the one Partner Center
+    /// returned for that write. A CRM → Partner Center update sends it in `If-Match`.
     #[serde(default)]
     pub pc_etag: Option<String>,
     /// Version / etag / SystemModstamp of the CRM record our last write produced.

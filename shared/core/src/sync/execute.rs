@@ -134,6 +134,9 @@ pub struct Loaded {
     /// The CRM record's link records a Partner Center create still in flight (crm-to-pc): that worker
     /// completes the pair; a referral event meanwhile has nothing to do.
     pub create_in_flight: bool,
+    /// The referral (and Microsoft's) are the link's copy of the last sync, not a read: a patch
+    /// Partner Center refuses is planned again from a fresh read (`link_extra::LAST_SEEN`).
+    pub from_link: bool,
 }
 
 impl Loaded {
@@ -290,8 +293,15 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         Ok(loaded)
     }
 
-    /// Everything needed to plan the sync of a CRM record (a change-feed entry).
+    /// Everything needed to plan the sync of a CRM record (a change-feed entry), the referral read.
     pub async fn load_crm(&self, crm: &CrmRef) -> Result<Loaded, SyncError> {
+        self.load_crm_from(crm, false).await
+    }
+
+    /// With `copy`, a linked pair takes the referral from the link's copy of the last sync: no
+    /// Partner Center call, and a patch planned from it carries that eTag in `If-Match`, so that a
+    /// referral changed since is refused (412) rather than overwritten.
+    async fn load_crm_from(&self, crm: &CrmRef, copy: bool) -> Result<Loaded, SyncError> {
         let link = self.state.link_by_crm(crm).await?;
         let snapshot = self.crm_snapshot(crm).await?;
         let mut loaded = Loaded { link: link.clone(), crm: snapshot, ..Loaded::default() };
@@ -300,14 +310,20 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             .and_then(|l| l.referral_id.clone())
             .or_else(|| loaded.crm.as_ref().and_then(|s| s.referral_id().cloned()));
         if let Some(id) = referral_id {
-            match self.pc.get_referral(&id).await {
-                Ok(r) => {
-                    let (ours, microsoft) = self.engagement(r).await?;
-                    loaded.referral = ours;
-                    loaded.microsoft = microsoft;
+            // Only for a pair whose CRM record is here: anything else (a deleted record, a create in
+            // flight) is decided from the referral as it is.
+            let seen = (link.as_ref())
+                .filter(|l| copy && loaded.crm.is_some() && l.crm.is_some() && link_extra::intent(l).is_none())
+                .and_then(link_extra::last_seen);
+            match seen {
+                Some((ours, microsoft)) => {
+                    (loaded.referral, loaded.microsoft, loaded.from_link) = (Some(ours), microsoft, true);
                 }
-                Err(PartnerCenterError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+                None => match self.pc.get_referral(&id).await {
+                    Ok(r) => (loaded.referral, loaded.microsoft) = self.engagement(r).await?,
+                    Err(PartnerCenterError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                },
             }
             if loaded.link.is_none() {
                 loaded.link = self.state.link_by_referral(&id).await?;
@@ -372,26 +388,36 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 }
             },
             subject,
+            MAX_ATTEMPTS,
         )
         .await
     }
 
     /// Syncs a CRM record.
+    ///
+    /// A linked pair is planned first from the link's copy of the referral: an update is one PATCH
+    /// with `If-Match`, no read. Should the referral have changed since (a Microsoft seller's edit,
+    /// a close), Partner Center answers 412 and the next attempt reads the referral and plans again,
+    /// so the edit is merged and a closed referral is not written (R10). That first attempt is
+    /// extra: as many attempts read as before.
     pub async fn sync_crm(&self, crm: &CrmRef) -> Result<Outcome, SyncError> {
-        self.with_retries(|| self.load_crm(crm), (None, Some(crm.clone()))).await
+        let copy = std::sync::atomic::AtomicBool::new(true);
+        let load = || self.load_crm_from(crm, copy.swap(false, std::sync::atomic::Ordering::Relaxed));
+        self.with_retries(load, (None, Some(crm.clone())), MAX_ATTEMPTS + 1).await
     }
 
     async fn with_retries<F, Fut>(
         &self,
         load: F,
         subject: (Option<ReferralId>, Option<CrmRef>),
+        attempts: usize,
     ) -> Result<Outcome, SyncError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Loaded, SyncError>>,
     {
         let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..attempts {
             let loaded = match load().await {
                 Ok(l) => l,
                 Err(e @ (SyncError::Permanent { .. } | SyncError::Blocked { .. })) => {
@@ -715,10 +741,17 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
         match self.pc.patch_referral(&id, ops, referral.etag.as_ref()).await {
             Ok(updated) => {
                 cx.loaded.referral = Some(updated);
+                cx.loaded.from_link = false;
                 Ok(())
             }
-            // Someone changed the referral since we read it: re-read and re-plan.
+            // Someone changed the referral since we read it (or since the link's copy): re-read and
+            // re-plan.
             Err(PartnerCenterError::Conflict(reason)) => Err(Raced(format!("Partner Center: {reason}"))),
+            // A copy can be out of date in a way its eTag did not catch: the referral as it is, read
+            // and planned again, decides whether the refusal stands.
+            Err(e @ (PartnerCenterError::Invalid { .. } | PartnerCenterError::NotFound(_))) if cx.loaded.from_link => {
+                Err(Raced(format!("Partner Center refused a patch planned from the last sync's copy: {e}")))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -762,6 +795,10 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
             next.pc_fingerprint = Some(view.fingerprint());
             next.extra.insert(link_extra::SYNCED_PC.into(), serde_json::to_value(view).unwrap_or_default());
             next.pc_etag = r.etag.as_ref().map(|e| e.as_str().to_owned());
+            // After a write of ours, `r` is what Partner Center returned for it: the next CRM → PC
+            // sync plans from this copy and sends this eTag.
+            next.extra
+                .insert(link_extra::LAST_SEEN.into(), link_extra::last_seen_value(r, cx.loaded.microsoft.as_ref()));
             next.engagement_id = r.engagement_id.as_ref().map(|e| e.as_str().to_owned());
         }
         if let Some(m) = cx.loaded.microsoft.as_ref().filter(|m| m.id.is_some()) {

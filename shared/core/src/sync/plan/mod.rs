@@ -203,6 +203,49 @@ pub mod link_extra {
             && microsoft.is_none_or(|m| self::microsoft(link).is_some_and(|(_, e)| e == etag(m)))
     }
 
+    /// The partner's referral and Microsoft's of the engagement as the last sync saw them: after a
+    /// write of ours, the representation Partner Center returned for it (`{"referral", "microsoft"}`).
+    /// A CRM → Partner Center sync plans from this copy instead of reading both, and patches with
+    /// `If-Match` on its eTag: a referral changed since is refused (412) and the sync re-plans from a
+    /// fresh read. The diff itself needs more than the synced views: the status and substatus (New
+    /// has two, with different moves), which members exist (`replace` or `add`), the type, the CRM
+    /// id written back, and the customer and details a conversion to co-sell copies to Microsoft.
+    pub const LAST_SEEN: &str = "pc_last_seen";
+
+    /// The copy to store: the partner's referral without its read-only `links`, and of Microsoft's
+    /// only what the planner looks at (who it is, its CRM id, its state), to keep the link small.
+    pub fn last_seen_value(referral: &Referral, microsoft: Option<&Referral>) -> serde_json::Value {
+        let microsoft = microsoft.map(|m| Referral {
+            id: m.id.clone(),
+            engagement_id: m.engagement_id.clone(),
+            organization_id: m.organization_id.clone(),
+            external_reference_id: m.external_reference_id.clone(),
+            status: m.status.clone(),
+            substatus: m.substatus.clone(),
+            referral_type: m.referral_type.clone(),
+            target: m.target.clone(),
+            etag: m.etag.clone(),
+            ..Referral::default()
+        });
+        json!({ "referral": Referral { links: None, ..referral.clone() }, "microsoft": microsoft })
+    }
+
+    /// The link's copy of the referral and Microsoft's, only if it is the referral at the eTag the
+    /// link records (written together by the same sync) and has one to send with `If-Match`.
+    pub fn last_seen(link: &Link) -> Option<(Referral, Option<Referral>)> {
+        let v = link.extra.get(LAST_SEEN)?;
+        let ours: Referral = serde_json::from_value(v.get("referral")?.clone()).ok()?;
+        let current = ours.etag.as_ref().is_some_and(|e| link.pc_etag.as_deref() == Some(e.as_str()));
+        if !current || ours.id.is_none() || ours.id != link.referral_id {
+            return None;
+        }
+        let microsoft = match v.get("microsoft") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(m) => Some(serde_json::from_value(m.clone()).ok()?),
+        };
+        Some((ours, microsoft))
+    }
+
     pub fn intent(link: &Link) -> Option<&str> {
         link.extra.get(INTENT).and_then(|v| v.get("kind")).and_then(|v| v.as_str())
     }

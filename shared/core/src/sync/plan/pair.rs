@@ -127,6 +127,7 @@ pub(super) fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) ->
     }
 
     // Fields.
+    let mut unsent: Vec<SyncField> = Vec::new();
     for field in [
         SyncField::Name,
         SyncField::DealValue,
@@ -180,12 +181,26 @@ pub(super) fn plan_pair(input: &SyncInput<'_>, r: &Referral, s: &CrmSnapshot) ->
         }
         if pc_closed && flow == Flow::ToPc {
             flow = Flow::None; // closing now; never write to a closed referral
+            unsent.push(field);
         }
         match flow {
             Flow::ToCrm => to_crm.push(field),
             Flow::ToPc => to_pc.push(field),
             Flow::None => {}
         }
+    }
+
+    if !unsent.is_empty() {
+        // R10 for a referral closing now (by Microsoft, or while the CRM changed): say what was lost.
+        audits.push(Step::Audit {
+            kind: AuditKind::Skip,
+            message: format!(
+                "The referral was closed ({:?}) in Partner Center, so the CRM's change to the {} was not synced: a closed referral is never written.",
+                pc_stage.unwrap_or(Stage::Won),
+                unsent.iter().map(|f| f.label()).collect::<Vec<_>>().join(", ")
+            ),
+            detail: json!({ "rule": "R10", "fields": unsent }),
+        });
     }
 
     // CRM writes.

@@ -58,11 +58,17 @@ async fn api_calls_per_scenario_are_the_minimum_the_ports_allow() {
     // the referral id. PC: the two referrals of a co-sell engagement.
     assert_eq!(w.calls(), (2, 2), "CRM → PC create, co-sell: the two referrals of the engagement");
     let before = w.calls();
-    w.crm.edit_opportunity(&o.id, |o| o.state = DealState::Won);
+    w.crm.edit_opportunity(&o.id, |o| o.fields.deal_value = Some(130_000.0));
     w.sync_crm(&o.id).await.unwrap();
+    // The link keeps the referral as our last write left it, with its eTag: the PATCH is sent with
+    // If-Match on it, unread (a 412 would make the sync read and re-plan: `etag.rs`).
     assert_eq!(
         (w.calls().0 - before.0, w.calls().1 - before.1),
-        (3, 1),
-        "CRM → PC close: one CRM read; read referral + engagement, one patch"
+        (1, 1),
+        "CRM → PC update: one CRM read; one patch with If-Match, no read of the referral or its engagement"
     );
+    let before = w.calls();
+    w.crm.edit_opportunity(&o.id, |o| o.state = DealState::Won);
+    w.sync_crm(&o.id).await.unwrap();
+    assert_eq!((w.calls().0 - before.0, w.calls().1 - before.1), (1, 1), "CRM → PC close: one CRM read; one patch");
 }

@@ -7,6 +7,7 @@
 //! counts, crashes and retries, and the property tests.
 
 mod calls;
+mod etag;
 mod inbound;
 mod outbound;
 mod pair;
