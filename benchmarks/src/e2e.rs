@@ -20,7 +20,6 @@ use crate::local_stack::{
 };
 use crate::report::{Scale, ms, percentiles};
 
-
 /// One direction's measurements.
 #[derive(Debug, Default)]
 pub struct Direction {
@@ -86,7 +85,11 @@ async fn pc_to_crm_on(stack: &Stack, crm: &Crm, n: usize, timeout: Duration) -> 
         if have >= n {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < timeout, "PC → CRM ({}): {have} of {n} opportunities after {timeout:?}", crm.label());
+        anyhow::ensure!(
+            t0.elapsed() < timeout,
+            "PC → CRM ({}): {have} of {n} opportunities after {timeout:?}",
+            crm.label()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (latencies, total) = opportunity_latencies(&http, sb, crm, &created).await?;
@@ -180,10 +183,8 @@ async fn crm_to_pc_on(
     let mut d = Direction { n, arrival, total: between(first, last), latencies, ..Direction::default() };
     if push == CrmPush::On {
         let answered = push_answered(&http, crm, base, &flagged).await?;
-        (d.push_waits, d.after_push) = answered
-            .iter()
-            .map(|(opp, at)| (between(flagged[opp], *at), between(*at, found[opp])))
-            .unzip();
+        (d.push_waits, d.after_push) =
+            answered.iter().map(|(opp, at)| (between(flagged[opp], *at), between(*at, found[opp]))).unzip();
     }
     Ok((d, pairs))
 }

@@ -111,7 +111,10 @@ async fn polled(choice: CrmChoice, m: usize, interval: Interval) -> anyhow::Resu
         .unzip();
     Ok(Row {
         latencies: pairs.iter().map(|(f, c)| between(*f, *c)).collect(),
-        parts: vec![("flag written → the poll tick that read it", waits), ("that tick → partner referral created", after)],
+        parts: vec![
+            ("flag written → the poll tick that read it", waits),
+            ("that tick → partner referral created", after),
+        ],
         errors,
     })
 }
@@ -179,7 +182,7 @@ pub async fn run(scale: Scale, interval: Interval) -> anyhow::Result<String> {
         let b = pushed(&stack, &crm, n, timeout).await;
         let errors = stack.stop().await;
         let (mut a, mut b) = (a?, b?);
-        b.errors = errors[errors_a.len()..].to_vec();
+        b.errors = errors.iter().skip(errors_a.len()).cloned().collect();
         a.errors = errors_a;
         rows.push((choice, "PC → CRM", "Partner Center webhook", Some(PC_TO_CRM_GOAL), a));
         rows.push((choice, "CRM → PC", "push", Some(PUSH_GOAL), b));

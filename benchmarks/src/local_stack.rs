@@ -171,7 +171,8 @@ impl Stack {
         let id = id.to_ascii_lowercase();
         let t0 = Instant::now();
         loop {
-            if m.samples().iter().rev().take_while(|s| s.at >= after).any(|s| s.what.to_ascii_lowercase().contains(&id)) {
+            if m.samples().iter().rev().take_while(|s| s.at >= after).any(|s| s.what.to_ascii_lowercase().contains(&id))
+            {
                 return Ok(());
             }
             anyhow::ensure!(t0.elapsed() < timeout, "{id}: not synced after {timeout:?} (errors: {:?})", m.errors());

@@ -36,9 +36,11 @@ fn the_benchmark_command_writes_every_section() {
     // worker retries.
     let e2e: Vec<&str> = report
         .lines()
-        .filter(|l| ["(webhook) |", "(poller) |", "(push) |", "| Partner Center webhook |", "| push |", "| poll only |"]
-            .iter()
-            .any(|row| l.contains(row)))
+        .filter(|l| {
+            ["(webhook) |", "(poller) |", "(push) |", "| Partner Center webhook |", "| push |", "| poll only |"]
+                .iter()
+                .any(|row| l.contains(row))
+        })
         .collect();
     assert_eq!(e2e.len(), 12, "{report}");
     assert!(e2e.iter().all(|l| l.ends_with("| 0 |")), "{report}");

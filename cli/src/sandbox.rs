@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cosell_core::SystemClock;
 use cosell_app::push_salesforce::SALESFORCE_EVENTS_PATH;
+use cosell_core::SystemClock;
 use cosell_partner_center::WebhookRegistration;
 use cosell_simulators::crm_common::ServerHandle;
 use cosell_simulators::partner_center::{self as pcsim, SimHandle};
@@ -312,7 +312,8 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
 }
 
 async fn sim_put(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<()> {
-    let resp = http.put(&url).json(&body).send().await.with_context(|| format!("configuring the CRM simulator ({url})"))?;
+    let resp =
+        http.put(&url).json(&body).send().await.with_context(|| format!("configuring the CRM simulator ({url})"))?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "configuring the CRM simulator ({url}): {status}");
     Ok(())

@@ -11,8 +11,7 @@ use cosell_cli::sandbox::{self, CrmPush, Options};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flagged_salesforce_opportunity_reaches_partner_center_by_its_change_event_with_the_poll_every_ten_minutes()
-{
+async fn a_flagged_salesforce_opportunity_reaches_partner_center_by_its_change_event_with_the_poll_every_ten_minutes() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox::start_with(
         Options {
