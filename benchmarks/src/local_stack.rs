@@ -181,6 +181,17 @@ impl Stack {
     }
 }
 
+/// CPU time this process has used so far, all threads (user + system): the simulators, the
+/// connector and the benchmark run in it. `None` off Linux.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: state is field 3; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ, 100 on every Linux ABI.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Why the workers retried or failed, with how many messages each.
 pub fn reasons(errors: &[cosell_cli::runner::WorkerError]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
