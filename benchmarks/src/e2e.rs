@@ -1,6 +1,6 @@
-//! Section 4, end to end on the local stack over loopback (`local_stack`): the 1,000-record bursts
-//! here, per CRM and direction — CRM → PC found by the poll alone and pushed by the CRM (the poll
-//! at its default as the safety net) — and the single-change latencies (`latency`).
+//! Section 4, end to end on the local stack over loopback: the 1,000-record bursts, per CRM and
+//! direction — CRM → PC found by the poll alone and pushed by the CRM (the poll at its default as
+//! the safety net) — over `local_stack`; the single-change latencies are in `latency`.
 //!
 //! Every latency is the difference of two timestamps the simulators recorded on the same clock: the
 //! referral's `createdDateTime` in Partner Center and the opportunity's creation in the CRM
