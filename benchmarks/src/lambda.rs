@@ -353,7 +353,9 @@ async fn event_for(name: &str, stack: &Stack, seq: usize) -> anyhow::Result<(Str
             let base = stack.crm.base_url();
             let mut ids = Vec::new();
             for i in 0..10 {
-                ids.push(crate::e2e::flagged_opportunity(&http, CrmChoice::Dynamics, &base, seq * 10 + i).await?);
+                ids.push(
+                    crate::local_stack::flagged_opportunity(&http, CrmChoice::Dynamics, &base, seq * 10 + i).await?,
+                );
             }
             (batch_of_ten(CRM_BATCH, "{{OPPORTUNITY_ID}}", &ids)?, "10 SQS records: flagged co-sell opportunities")
         }

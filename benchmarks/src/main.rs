@@ -9,9 +9,10 @@
 //!    the simulators, beside the minimum the protocols allow;
 //! 3. poll and reconciliation cost: an idle CRM poll, and sweeps with 0 and 100 changes among 10,000
 //!    referrals;
-//! 4. end to end on the local stack over loopback (the connector as `cosell sandbox` runs it): 1,000
-//!    referrals PC → CRM and 1,000 flagged opportunities CRM → PC, per CRM, latency from the
-//!    simulators' own timestamps;
+//! 4. end to end on the local stack over loopback (the connector as `cosell sandbox` runs it), per
+//!    CRM, latency from the simulators' own timestamps: bursts of 1,000 referrals PC → CRM and 1,000
+//!    flagged opportunities CRM → PC, found by the poll or pushed by the CRM; single changes one at
+//!    a time on an idle stack, both directions, pushed and polled;
 //! 5. (`--lambda`, via `infra/bench-lambda.sh`) the Lambda functions: cold init, peak memory, sizes.
 
 #![allow(clippy::print_stdout)]
@@ -20,6 +21,8 @@ mod api_calls;
 mod e2e;
 mod engine;
 mod lambda;
+mod latency;
+mod local_stack;
 mod report;
 mod sweep;
 

@@ -25,13 +25,19 @@ pub struct Report {
 }
 
 /// Median and 99th percentile of a sample.
-pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+pub fn percentiles(samples: Vec<Duration>) -> (Duration, Duration) {
+    let [p50, _, p99] = quantiles(samples, [0.5, 0.95, 0.99]);
+    (p50, p99)
+}
+
+/// The quantiles `qs` of a sample (nearest rank on the sorted sample; zero when empty). With fewer
+/// than 100 samples the 99th percentile is the largest, and the benchmark says how many there were.
+pub fn quantiles<const N: usize>(mut samples: Vec<Duration>, qs: [f64; N]) -> [Duration; N] {
     if samples.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
+        return [Duration::ZERO; N];
     }
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
+    qs.map(|q| samples[((samples.len() as f64 - 1.0) * q).round() as usize])
 }
 
 pub fn ms(d: Duration) -> String {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cosell_app::poller::{Poller, PollerSettings};
 use cosell_app::push::{DataverseReceiver, dataverse_router};
+use cosell_app::push_salesforce::salesforce_events_router;
 use cosell_app::receiver::{Receiver, router};
 use cosell_app::work::{Arrival, WorkItem};
 use cosell_app::worker::{Disposition, Incoming, handle_batch};
@@ -105,6 +106,9 @@ pub struct Parts<P, C, S, Q> {
     pub poller: PollerSettings,
     /// Serve `POST /crm/dataverse` (Dataverse webhook deliveries onto the CRM queue).
     pub dataverse_push: Option<DataversePush>,
+    /// Serve `POST /crm/salesforce/events` (relayed Salesforce change events onto the CRM queue).
+    /// Only a simulator's sink posts there: real Event Relay delivers to Amazon EventBridge alone.
+    pub salesforce_events: bool,
     /// Message groups handled at once per queue (at least 1).
     pub worker_concurrency: usize,
 }
@@ -159,6 +163,9 @@ where
             app_user_id: push.app_user_id.clone(),
             queue: parts.crm_queue.clone(),
         }));
+    }
+    if parts.salesforce_events {
+        app = app.merge(salesforce_events_router(parts.crm_queue.clone()));
     }
     let mut s = stopped.clone();
     tasks.spawn(async move {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cosell_app::push_salesforce::SALESFORCE_EVENTS_PATH;
 use cosell_core::SystemClock;
 use cosell_partner_center::WebhookRegistration;
 use cosell_simulators::crm_common::ServerHandle;
@@ -46,14 +47,20 @@ pub struct Options {
 pub enum CrmPush {
     /// The poll alone finds CRM changes.
     Off,
-    /// The CRM simulator's webhook is registered to the receiver (Dynamics 365: a Dataverse
-    /// `serviceendpoint` and its steps, exactly as `cosell crm push enable` registers them); the
-    /// poll stays as the safety net. Salesforce: poll only, until its Event Relay path lands.
+    /// The CRM simulator pushes to the receiver; the poll stays as the safety net. Dynamics 365: a
+    /// Dataverse webhook (`serviceendpoint` and steps, exactly as `cosell crm push enable`
+    /// registers them) to `POST /crm/dataverse`. Salesforce: Change Data Capture through Event
+    /// Relay (set up by the connector's own Tooling API calls, as `cosell crm push enable --start`
+    /// does), the simulator's sink standing in for EventBridge → SQS: `POST /crm/salesforce/events`.
     On,
 }
 
 /// The file the sandbox keeps the generated Dataverse webhook key in.
 pub const PUSH_KEY_FILE: &str = "crm-push-key";
+
+/// The AWS account and region the sandbox's Salesforce relay names (its named credential needs
+/// them); the simulator delivers to its sink whatever they are.
+const RELAY_STAND_IN: (&str, &str) = ("123456789012", "us-east-1");
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -232,6 +239,7 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
         poll_interval: opts.poll_interval,
         poller: cosell_app::poller::PollerSettings { sweep_every: 3, ..Default::default() },
         dataverse_push: crate::crm_push::dataverse_push(&loaded)?,
+        salesforce_events: push == CrmPush::On && opts.crm == CrmChoice::Salesforce,
         worker_concurrency: opts.worker_concurrency,
     };
     let running = runner::start(parts, webhook)?;
@@ -242,6 +250,16 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
                 .register_webhook(&url, key)
                 .await
                 .map_err(|e| anyhow::anyhow!("registering the Dataverse webhook with the simulator: {e}"))?;
+            Some(url)
+        }
+        (_, cosell_crm::AnyCrm::Salesforce(sf)) if push == CrmPush::On => {
+            let url = format!("http://{}{SALESFORCE_EVENTS_PATH}", running.webhook_addr);
+            sim_put(&reqwest::Client::new(), format!("{crm_url}/_sim/change-events/sink"), json!({ "url": url }))
+                .await?;
+            let (account, region) = RELAY_STAND_IN;
+            sf.enable_event_relay(account, region, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("setting up Event Relay in the Salesforce simulator: {e}"))?;
             Some(url)
         }
         _ => None,
@@ -291,6 +309,14 @@ pub async fn start_with(opts: Options, push: CrmPush) -> anyhow::Result<Sandbox>
         pc,
         crm,
     })
+}
+
+async fn sim_put(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<()> {
+    let resp =
+        http.put(&url).json(&body).send().await.with_context(|| format!("configuring the CRM simulator ({url})"))?;
+    let status = resp.status();
+    anyhow::ensure!(status.is_success(), "configuring the CRM simulator ({url}): {status}");
+    Ok(())
 }
 
 async fn sim_post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
@@ -395,7 +421,7 @@ pub fn banner(s: &Sandbox, dir: &Path) -> String {
         s.status_url,
         s.webhook_url,
         match &s.push_url {
-            Some(url) => format!("pushed by the CRM's webhook to {url} (the poll is the safety net)"),
+            Some(url) => format!("pushed by the CRM to {url} (the poll is the safety net)"),
             None => "polled".to_owned(),
         },
         s.partner_center_url,

@@ -168,6 +168,9 @@ pub async fn run_connector(path: Option<&std::path::Path>) -> anyhow::Result<()>
             poll_interval: Duration::from_secs_f64(s.poller.interval_secs.max(0.2)),
             poller: cosell_app::poller::PollerSettings { sweep_every: s.poller.sweep_every, ..Default::default() },
             dataverse_push: crate::crm_push::dataverse_push(&loaded)?,
+            // Salesforce relays its change events to EventBridge only (the Lambda stack); here the
+            // poll finds them.
+            salesforce_events: false,
             worker_concurrency: s.worker.concurrency,
         };
         let running = runner::start(parts, webhook)?;
