@@ -2,7 +2,8 @@
 //! waiting for the poll. For Dynamics 365 this registers the Dataverse webhook (a
 //! `serviceendpoint` and its asynchronous steps, `cosell_crm::dynamics::push`) to the receiver's
 //! `POST /crm/dataverse` with a generated shared secret; the poll stays as the safety net.
-//! Salesforce (Change Data Capture through Event Relay to EventBridge) is set up by its own branch.
+//! Salesforce (Change Data Capture through Event Relay to EventBridge) is set up by
+//! `crm_push_salesforce`, to which `push` dispatches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,13 +17,26 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::config::{self, CrmChoice, Loaded};
+use crate::crm_push_salesforce::{EnableArgs, SalesforcePush};
 use crate::ops::{print_json, say};
 use crate::{runner, stack};
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum PushAction {
-    /// Register the webhook to the receiver (generates the shared secret when its file is missing).
-    Enable,
+    /// Dynamics 365: register the webhook to the receiver (generates the shared secret when its file
+    /// is missing). Salesforce: select the change events and create the Event Relay to the stack's
+    /// partner event bus, then print the AWS-side steps left.
+    Enable {
+        /// Salesforce: the AWS account (12 digits) the stack runs in (for the relay's named credential).
+        #[arg(long)]
+        aws_account: Option<String>,
+        /// Salesforce: the AWS region the stack runs in.
+        #[arg(long)]
+        aws_region: Option<String>,
+        /// Salesforce: start the relay (once the stack is deployed with its `SalesforceEventSource`).
+        #[arg(long)]
+        start: bool,
+    },
     /// Remove the webhook registration (the poll alone finds changes again).
     Disable,
     /// What the CRM has registered.
@@ -103,18 +117,30 @@ fn describe(reg: &PushRegistration) -> String {
 /// Runs `cosell crm push …` (a `cosell crm` subcommand, beside `install`).
 pub async fn push(action: PushAction, path: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
     let loaded = config::load(path)?;
-    if loaded.settings.crm == CrmChoice::Salesforce {
-        bail!(
-            "Salesforce pushes its changes through Change Data Capture and Event Relay to Amazon EventBridge; \
-             that setup is not part of this build yet — the poll finds Salesforce changes"
-        );
-    }
     let backend = stack::backend(&loaded).await?;
     crate::with_backend!(backend, |state, _pcq, _crmq| {
         let crm = stack::crm(&loaded, stack::budget(state))?;
-        let AnyCrm::Dynamics(dataverse) = &crm else { bail!("the configured CRM is not Dynamics 365") };
+        let dataverse = match &crm {
+            AnyCrm::Dynamics(dataverse) => dataverse,
+            AnyCrm::Salesforce(sf) => {
+                let action = match action {
+                    PushAction::Enable { aws_account, aws_region, start } => {
+                        SalesforcePush::Enable(EnableArgs { aws_account, aws_region, start })
+                    }
+                    PushAction::Disable => SalesforcePush::Disable,
+                    PushAction::Show => SalesforcePush::Show,
+                };
+                say(crate::crm_push_salesforce::run(sf, action, as_json).await?.trim_end());
+                return Ok(());
+            }
+        };
         match action {
-            PushAction::Enable => {
+            PushAction::Enable { aws_account: Some(_), .. } | PushAction::Enable { aws_region: Some(_), .. } => {
+                bail!(
+                    "--aws-account and --aws-region are for Salesforce's Event Relay; Dynamics 365 pushes to [crm_push] public_url"
+                )
+            }
+            PushAction::Enable { .. } => {
                 let url = endpoint_url(&loaded)?;
                 let key = secret(&loaded, true)?;
                 let reg = dataverse

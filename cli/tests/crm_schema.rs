@@ -1,8 +1,9 @@
-//! `cosell crm install|uninstall|export` and doctor's schema check through the real binary against
-//! bare Dataverse and Salesforce simulators: the dry run writes nothing (the simulators' write logs
+//! `cosell crm install|uninstall|export|push` and doctor's schema check through the real binary
+//! against bare Dataverse and Salesforce simulators: the dry run writes nothing (the simulators' write logs
 //! prove it), install creates the schema, a second install says "nothing to do", without
 //! customisation rights install names the privilege, doctor names what is missing (a field, or a
-//! field the connector's user cannot see) with install as the fix, and the exports parse back.
+//! field the connector's user cannot see) with install as the fix, the exports parse back, and
+//! Salesforce's push (Event Relay) is set up, shown and removed with the AWS-side steps printed.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -293,4 +294,45 @@ fn crm_export_sfdx_writes_source_that_parses_back_to_the_installed_fields() {
     let set = std::fs::read_to_string(set.expect("a permission set file").path()).unwrap();
     let granted: Vec<String> = leaves(&set).into_iter().filter(|(t, _)| t == "field").map(|(_, v)| v).collect();
     assert!(granted.contains(&"Opportunity.Referral_Identifier__c".to_owned()), "{granted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_crm_push_sets_up_the_event_relay_prints_the_aws_steps_and_disables_it() {
+    let sim = salesforce_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = salesforce_config(dir.path(), &sim.base_url());
+    let (ok, out, err) = cosell(&["crm", "install", "--config", &cfg]);
+    assert!(ok, "{out}{err}");
+
+    let (ok, _, err) = cosell(&["crm", "push", "enable", "--config", &cfg]);
+    assert!(!ok);
+    assert!(err.contains("--aws-account") && err.contains("--aws-region"), "{err}");
+
+    let (ok, out, err) = cosell(&[
+        "crm",
+        "push",
+        "enable",
+        "--aws-account",
+        "123456789012",
+        "--aws-region",
+        "us-east-1",
+        "--config",
+        &cfg,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("OpportunityChangeEvent selected"), "{out}");
+    assert!(out.contains("SalesforceEventSource=aws.partner/salesforce.com/"), "the AWS step: {out}");
+    assert!(out.contains("--start"), "{out}");
+
+    let (ok, out, err) = cosell(&["crm", "push", "show", "--config", &cfg, "--json"]);
+    assert!(ok, "{out}{err}");
+    let status: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(status["destination"], "arn:aws:us-east-1:123456789012", "{status}");
+    assert_eq!(status["running"], false, "not started before the stack is deployed: {status}");
+
+    let (ok, out, err) = cosell(&["crm", "push", "disable", "--config", &cfg]);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = cosell(&["crm", "push", "show", "--config", &cfg, "--json"]);
+    let status: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(status["relay_id"].is_null() && status["selected"] == serde_json::json!([]), "{status}");
 }
