@@ -144,7 +144,8 @@ impl InMemoryPartnerCenter {
 }
 
 fn parse(v: &Value) -> Result<Referral, PartnerCenterError> {
-    serde_json::from_value(v.clone()).map_err(|e| PartnerCenterError::Unexpected(e.into()))
+    // Deserialised from the borrowed document: no copy of it per write.
+    serde::Deserialize::deserialize(v).map_err(|e: serde_json::Error| PartnerCenterError::Unexpected(e.into()))
 }
 
 fn engagement_of(doc: &Value) -> Option<&str> {

@@ -155,6 +155,17 @@ impl Loaded {
         }
     }
 
+    /// What [`Syncer::record_failure`] reads (the link, the CRM snapshot, the referral's id), without
+    /// the referrals themselves.
+    fn failure_subject(&self) -> Loaded {
+        Loaded {
+            link: self.link.clone(),
+            crm: self.crm.clone(),
+            referral: self.referral_id().map(|id| Referral { id: Some(id), ..Referral::default() }),
+            ..Loaded::default()
+        }
+    }
+
     pub fn referral_id(&self) -> Option<ReferralId> {
         self.referral
             .as_ref()
@@ -439,15 +450,18 @@ impl<P: PartnerCenter, C: CrmPort, S: LinkStore + AuditLog, K: Clock> Syncer<P, 
                 });
             }
             let plan = plan(&loaded.input(&self.config, self.clock.now()));
-            match self.execute(&plan, loaded.clone()).await {
+            // What a failure is recorded against, kept aside: a copy of everything loaded (both
+            // referrals included) cost every sync a fifth of its time in the engine benchmark.
+            let subject_of_failure = loaded.failure_subject();
+            match self.execute(&plan, loaded).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(Raced(reason)) => last = Some(reason),
                 Err(Failed(e @ SyncError::Permanent { .. })) => {
-                    self.record_failure(&loaded, &e).await;
+                    self.record_failure(&subject_of_failure, &e).await;
                     return Err(e);
                 }
                 Err(Failed(e @ SyncError::Blocked { .. })) => {
-                    let referral = loaded.referral_id().or_else(|| subject.0.clone());
+                    let referral = subject_of_failure.referral_id().or_else(|| subject.0.clone());
                     self.audit_failure(referral, subject.1.clone(), &e).await;
                     return Err(e);
                 }

@@ -243,6 +243,28 @@ pub fn parse(input: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// The engagement id every document matching `expr` has (case folded, as `eq` compares strings),
+/// when the filter requires one: `engagementId eq '…'`, alone or in a conjunction. A list call reads
+/// that engagement's referrals from the store's index instead of evaluating the filter on every one.
+pub fn required_engagement(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Compare { path, op: CmpOp::Eq, value: Literal::Str(s) }
+            if path.len() == 1 && path[0].eq_ignore_ascii_case(ENGAGEMENT_ID) =>
+        {
+            Some(s.to_ascii_lowercase())
+        }
+        Expr::And(a, b) => required_engagement(a).or_else(|| required_engagement(b)),
+        _ => None,
+    }
+}
+
+const ENGAGEMENT_ID: &str = "engagementId";
+
+/// The key [`required_engagement`] names `doc` by: its `engagementId` as a filter reads it.
+pub fn engagement_key(doc: &Value) -> Option<String> {
+    lookup(doc, &[ENGAGEMENT_ID.to_owned()]).and_then(Value::as_str).map(str::to_ascii_lowercase)
+}
+
 fn lookup<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(doc, |v, seg| {
         v.as_object()

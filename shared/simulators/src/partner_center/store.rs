@@ -2,7 +2,7 @@
 //! fields, eTags that change on every write, `If-Match`, the transition table, terminal states,
 //! engagements, paging and the 14-day expiry. Pure state: no HTTP here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use cosell_core::referral::{
@@ -52,6 +52,10 @@ pub struct PartnerIdentity {
 pub struct ReferralStore {
     order: Vec<String>,
     by_id: HashMap<String, Stored>,
+    /// Engagement ([`odata::engagement_key`]) → its referrals as (position in `order`, id), kept in
+    /// step on every write: the connector lists an engagement on every sync, and evaluating the
+    /// filter on every referral made that call cost the whole store.
+    by_engagement: HashMap<String, BTreeSet<(usize, String)>>,
     etag_seq: u64,
 }
 
@@ -96,7 +100,35 @@ impl ReferralStore {
     }
 
     fn engagement_exists(&self, engagement: &str) -> bool {
-        self.by_id.values().any(|s| s.doc.get("engagementId").and_then(Value::as_str) == Some(engagement))
+        self.by_engagement.get(&engagement.to_ascii_lowercase()).is_some_and(|ids| {
+            ids.iter()
+                .filter_map(|(_, id)| self.by_id.get(id))
+                .any(|s| s.doc.get("engagementId").and_then(Value::as_str) == Some(engagement))
+        })
+    }
+
+    /// Moves `id` (at `pos` in the listing order) from the engagement `from` to `to` in the index.
+    fn reindex(&mut self, id: &str, pos: usize, from: Option<String>, to: Option<String>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from
+            && let Some(ids) = self.by_engagement.get_mut(&from)
+        {
+            ids.remove(&(pos, id.to_owned()));
+            if ids.is_empty() {
+                self.by_engagement.remove(&from);
+            }
+        }
+        if let Some(to) = to {
+            self.by_engagement.entry(to).or_default().insert((pos, id.to_owned()));
+        }
+    }
+
+    /// The position of `id` in the listing order, from its engagement's index entry.
+    fn position(&self, id: &str, engagement: Option<&String>) -> Option<usize> {
+        let ids = self.by_engagement.get(engagement?)?;
+        ids.iter().find(|(_, i)| i == id).map(|(pos, _)| *pos)
     }
 
     /// Validates a create body and returns it parsed (§1.6, §1.10 minimal create body).
@@ -188,7 +220,14 @@ impl ReferralStore {
             }),
         );
         let doc = Value::Object(doc);
-        self.order.push(id.clone());
+        let before = self.by_id.get(&id).map(|s| odata::engagement_key(&s.doc));
+        // Listed once, at its first insertion (a re-insert keeps its place, as `all` always did).
+        let known = before.is_some().then(|| self.order.iter().position(|i| *i == id)).flatten();
+        let pos = known.unwrap_or_else(|| {
+            self.order.push(id.clone());
+            self.order.len() - 1
+        });
+        self.reindex(&id, pos, before.flatten(), odata::engagement_key(&doc));
         self.by_id.insert(id, Stored { doc: doc.clone(), owner });
         doc
     }
@@ -282,6 +321,13 @@ impl ReferralStore {
         }
         doc["updatedDateTime"] = wire(now);
         doc["eTag"] = json!(self.next_etag());
+        let (from, to) = (self.by_id.get(id).and_then(|s| odata::engagement_key(&s.doc)), odata::engagement_key(&doc));
+        if from != to
+            && let Some(pos) = self.position(id, from.as_ref()).or_else(|| self.order.iter().position(|i| i == id))
+        {
+            // Only the control API (acting as the service) can move a referral to another engagement.
+            self.reindex(id, pos, from, to);
+        }
         let stored = self.by_id.get_mut(id).ok_or_else(|| not_found(id))?;
         stored.doc = doc.clone();
         let name = match stored.owner {
@@ -320,8 +366,18 @@ impl ReferralStore {
     /// Filters and orders for a list call (§1.5). The documents are borrowed: a list call copies
     /// out only its page (copying every referral per page made a sweep cost the referrals it skipped).
     pub fn query(&self, filter: Option<&odata::Expr>, orderby: Option<&str>) -> Result<Vec<&Value>, ApiFailure> {
-        let mut items: Vec<&Value> =
-            self.all().filter(|s| filter.is_none_or(|f| odata::matches(f, &s.doc))).map(|s| &s.doc).collect();
+        let matching = |s: &&Stored| filter.is_none_or(|f| odata::matches(f, &s.doc));
+        // A filter that names an engagement reads that engagement's referrals only (in listing order);
+        // the filter still decides, so the answer is the one a scan gives.
+        let mut items: Vec<&Value> = match filter.and_then(odata::required_engagement) {
+            Some(e) => match self.by_engagement.get(&e) {
+                Some(ids) => {
+                    ids.iter().filter_map(|(_, id)| self.by_id.get(id)).filter(matching).map(|s| &s.doc).collect()
+                }
+                None => Vec::new(),
+            },
+            None => self.all().filter(matching).map(|s| &s.doc).collect(),
+        };
         if let Some(order) = orderby.map(str::trim).filter(|o| !o.is_empty()) {
             let mut parts = order.split_whitespace();
             let field = parts.next().unwrap_or_default();
@@ -516,5 +572,42 @@ mod tests {
         let mut b = body();
         b["engagementId"] = json!("nope");
         assert!(matches!(s.create(b, &me(), "", now(), Duration::days(14)), Err(ApiFailure::Invalid(_))));
+    }
+
+    /// The engagement index answers exactly what evaluating the filter on every referral answers,
+    /// after creates, joins and moves between engagements (the control API may move one).
+    #[test]
+    fn listing_by_engagement_agrees_with_a_scan_after_creates_joins_and_moves() {
+        let mut s = ReferralStore::default();
+        let mut engagements: Vec<String> = Vec::new();
+        for i in 0..24 {
+            let mut b = body();
+            if i % 3 != 0 && !engagements.is_empty() {
+                b["engagementId"] = json!(engagements[i % engagements.len()]);
+            }
+            let (doc, _) = s.create(b, &me(), "", now(), Duration::days(14)).unwrap();
+            let e = doc["engagementId"].as_str().unwrap().to_owned();
+            if !engagements.contains(&e) {
+                engagements.push(e);
+            }
+            if i % 5 == 4 {
+                let older = s.all().nth(i / 2).unwrap().doc["id"].as_str().unwrap().to_owned();
+                let to = engagements[(i / 5) % engagements.len()].to_ascii_uppercase();
+                s.patch(&older, &[PatchOp::replace("/engagementId", to)], None, now(), false).unwrap();
+            }
+        }
+        let ids = |docs: Vec<&Value>| docs.iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let mut listed = 0;
+        for e in &engagements {
+            listed += s.query(Some(&odata::parse(&format!("engagementId eq '{e}'")).unwrap()), None).unwrap().len();
+            for f in [format!("engagementId eq '{e}'"), format!("status eq 'Active' and EngagementId eq '{e}'")] {
+                let expr = odata::parse(&f).unwrap();
+                let scanned: Vec<&Value> = s.all().filter(|x| odata::matches(&expr, &x.doc)).map(|x| &x.doc).collect();
+                assert_eq!(ids(s.query(Some(&expr), None).unwrap()), ids(scanned), "{f}");
+            }
+        }
+        assert_eq!(listed, s.len(), "every referral is listed under its engagement");
+        assert!(s.engagement_exists(&engagements[0]));
+        assert!(!s.engagement_exists("no-such-engagement"));
     }
 }
