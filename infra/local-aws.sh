@@ -25,7 +25,8 @@ case "${1:-}" in
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       "$0" stop >&2
     fi
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+    # moto with DynamoDB requests serialized, as DynamoDB applies each atomically (infra/moto-server.py).
+    "$venv/bin/python" "$root/infra/moto-server.py" 127.0.0.1 "$port" >"$state/moto.log" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 1 100); do
       if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
