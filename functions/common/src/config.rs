@@ -75,22 +75,24 @@ pub fn sync_config<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Re
     Ok(SyncConfig::from_env_vars(vars)?)
 }
 
+/// For tests: the variables of an AWS-backed function (table and queues), plus `extra`.
+#[cfg(test)]
+pub(crate) fn aws_env(extra: &[(&str, &str)]) -> Env {
+    let mut pairs = vec![
+        ("COSELL_STORE", "aws"),
+        ("COSELL_TABLE_NAME", "t"),
+        ("COSELL_PC_EVENTS_QUEUE_URL", "https://sqs.example/1/pc.fifo"),
+        ("COSELL_PC_EVENTS_DLQ_URL", "https://sqs.example/1/pc-dlq.fifo"),
+        ("COSELL_CRM_CHANGES_QUEUE_URL", "https://sqs.example/1/crm.fifo"),
+        ("COSELL_CRM_CHANGES_DLQ_URL", "https://sqs.example/1/crm-dlq.fifo"),
+    ];
+    pairs.extend_from_slice(extra);
+    Env::from_pairs(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn aws_env(extra: &[(&str, &str)]) -> Env {
-        let mut pairs = vec![
-            ("COSELL_STORE", "aws"),
-            ("COSELL_TABLE_NAME", "t"),
-            ("COSELL_PC_EVENTS_QUEUE_URL", "https://sqs.example/1/pc.fifo"),
-            ("COSELL_PC_EVENTS_DLQ_URL", "https://sqs.example/1/pc-dlq.fifo"),
-            ("COSELL_CRM_CHANGES_QUEUE_URL", "https://sqs.example/1/crm.fifo"),
-            ("COSELL_CRM_CHANGES_DLQ_URL", "https://sqs.example/1/crm-dlq.fifo"),
-        ];
-        pairs.extend_from_slice(extra);
-        Env::from_pairs(pairs)
-    }
 
     #[test]
     fn resources_need_the_aws_store() {

@@ -127,16 +127,7 @@ mod tests {
     }
 
     fn env(extra: &[(&str, &str)]) -> Env {
-        let mut pairs = vec![
-            ("COSELL_STORE", "aws"),
-            ("COSELL_TABLE_NAME", "t"),
-            ("COSELL_PC_EVENTS_QUEUE_URL", "https://sqs.example/1/pc.fifo"),
-            ("COSELL_PC_EVENTS_DLQ_URL", "https://sqs.example/1/pc-dlq.fifo"),
-            ("COSELL_CRM_CHANGES_QUEUE_URL", "https://sqs.example/1/crm.fifo"),
-            ("COSELL_CRM_CHANGES_DLQ_URL", "https://sqs.example/1/crm-dlq.fifo"),
-        ];
-        pairs.extend_from_slice(extra);
-        Env::from_pairs(pairs)
+        config::aws_env(extra)
     }
 
     /// AWS clients that can reach nothing: any Secrets Manager read would fail.

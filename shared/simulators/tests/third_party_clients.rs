@@ -2,6 +2,8 @@
 //! simple-salesforce for Salesforce. The Python interpreter comes from `COSELL_PYTHON` (a venv with
 //! `infra/requirements-test.txt` installed).
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -74,16 +76,7 @@ async fn simple_salesforce_authenticates_queries_creates_and_updates_on_the_sale
     config.jwt_public_key_pem = Some(std::fs::read_to_string(key_dir.join("jwt-test-public.pem")).unwrap());
     let sim = salesforce::Simulator::start(config).await.unwrap();
     // The org starts bare: the connector's installer creates the fields the client writes.
-    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
-        client_id: "cosell-connector".into(),
-        client_secret: secrecy::SecretString::from("sim-secret"),
-    };
-    let crm = cosell_crm::SalesforceCrm::new(
-        cosell_crm::SalesforceConfig::new(&sim.base_url(), auth),
-        cosell_core::fakes::CountingBudget::default(),
-    )
-    .unwrap();
-    crm.apply_schema().await.expect("installing the connector's schema");
+    support::install_salesforce_schema(&sim.base_url()).await;
     let key = key_dir.join("jwt-test-key.pem").display().to_string();
     let out = run_client("salesforce_client.py", &[sim.base_url(), key]).await;
     let opp = out["opportunity"].as_str().unwrap();
@@ -131,16 +124,7 @@ async fn simple_salesforce_sees_the_connectors_fields_only_after_install() {
     assert_eq!(before["query"], "INVALID_FIELD", "{before}");
     assert_eq!(before["described"], serde_json::json!([]), "a bare org has none of the connector's fields: {before}");
 
-    let auth = cosell_crm::SalesforceAuth::ClientCredentials {
-        client_id: "cosell-connector".into(),
-        client_secret: secrecy::SecretString::from("sim-secret"),
-    };
-    let crm = cosell_crm::SalesforceCrm::new(
-        cosell_crm::SalesforceConfig::new(&sim.base_url(), auth),
-        cosell_core::fakes::CountingBudget::default(),
-    )
-    .unwrap();
-    crm.apply_schema().await.expect("installing the connector's schema");
+    support::install_salesforce_schema(&sim.base_url()).await;
 
     let after = run_client("salesforce_schema_client.py", &[sim.base_url()]).await;
     assert_eq!(after["query"], "ok", "{after}");
