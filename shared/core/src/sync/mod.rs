@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod country;
+mod error;
 pub mod execute;
 pub mod plan;
 pub mod validate;
