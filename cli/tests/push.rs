@@ -193,6 +193,5 @@ async fn duplicated_and_delayed_pushes_and_the_poll_seeing_the_same_change_write
     assert_eq!(after.len(), 1, "still one referral: {after:?}");
     assert_eq!(after[0]["eTag"], first[0]["eTag"], "the referral was not written again");
     assert_eq!(connector_writes(&sb, "opportunities", &opp).await, 1, "one write-back to the opportunity");
-    assert!(sb.metrics().errors().is_empty(), "{:?}", sb.metrics().errors());
     sb.stop().await;
 }
