@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cosell_core::crm::CrmKind;
@@ -165,21 +165,7 @@ fn deleting_the_custom_resource_removes_the_dataverse_webhook() {
         let AnyCrm::Dynamics(dataverse) = &*p.rig.crm else { panic!("a Dynamics rig") };
         assert!(dataverse.webhook().await.unwrap().is_some());
 
-        let answers = Arc::new(Mutex::new(Vec::<Value>::new()));
-        let sink = answers.clone();
-        let cfn = axum::Router::new().route(
-            "/response",
-            axum::routing::put(move |body: axum::body::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
-                    ""
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let response_url = format!("http://{}/response", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, cfn).await });
+        let (response_url, answers) = support::cloudformation_response_url().await;
         let delete = include_str!("../../functions/webhook-registration/src/fixtures/cfn-delete-dynamics-push.json")
             .replace("{{RESPONSE_URL}}", &response_url)
             .replace("{{WEBHOOK_URL}}", &p.rig.webhook_url)

@@ -194,26 +194,6 @@ fn poison_and_repeatedly_failing_messages_go_to_the_dead_letter_queue_and_are_re
     });
 }
 
-/// A stand-in for CloudFormation's pre-signed ResponseURL: records what the custom resource answers.
-async fn cloudformation_response_url() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let app = axum::Router::new().route(
-        "/response",
-        axum::routing::put(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/response", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
 fn custom_resource_create(response_url: &str, webhook_url: &str) -> lambda_runtime::LambdaEvent<Value> {
     let json = include_str!("../../functions/webhook-registration/src/fixtures/cfn-create.json")
         .replace("{{RESPONSE_URL}}", response_url)
@@ -225,7 +205,7 @@ fn custom_resource_create(response_url: &str, webhook_url: &str) -> lambda_runti
 fn the_custom_resource_registers_the_receiver_and_reports_a_missing_role_to_cloudformation() {
     support::run(async move {
         let rig = Rig::start(CrmKind::Dynamics).await;
-        let (response_url, answers) = cloudformation_response_url().await;
+        let (response_url, answers) = support::cloudformation_response_url().await;
         webhook_registration::handler(&rig.registration, custom_resource_create(&response_url, &rig.webhook_url))
             .await
             .unwrap();
