@@ -9,7 +9,7 @@ use rusqlite::Connection;
 /// A SQLite database file shared by the embedded adapters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    pub(crate) conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -28,6 +28,8 @@ impl Db {
         // NORMAL in WAL mode is durable against a process crash (a power loss may lose the last
         // transactions, never corrupt the file).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every statement of the queue and state adapters stays prepared (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
     }
 

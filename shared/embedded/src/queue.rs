@@ -23,8 +23,12 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     receipt       TEXT,
     dead          INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS queue_ready ON queue_messages (queue, dead, seq);
-CREATE INDEX IF NOT EXISTS queue_groups ON queue_messages (queue, group_id, visible_at);
+-- What a receive reads: the groups with nothing in flight, from the index alone (seq is the rowid,
+-- so every index carries it). Replaces queue_ready and queue_groups, which made every receive walk
+-- the messages queued behind a busy group.
+DROP INDEX IF EXISTS queue_ready;
+DROP INDEX IF EXISTS queue_groups;
+CREATE INDEX IF NOT EXISTS queue_free ON queue_messages (queue, dead, group_id, visible_at);
 CREATE INDEX IF NOT EXISTS queue_receipts ON queue_messages (receipt);
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue      TEXT NOT NULL,
@@ -32,6 +36,7 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (queue, expires_at);
 ";
 
 /// SQS FIFO's deduplication window.
@@ -93,23 +98,29 @@ impl SqliteQueue {
             .await
     }
 
-    fn insert(c: &Connection, queue: &str, m: &OutgoingMessage, now: i64) -> Result<(), QueueError> {
-        c.execute("DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2", params![queue, now])
+    /// Forgets the deduplication ids whose window has passed (once per sending transaction).
+    fn purge_dedup(c: &Connection, queue: &str, now: i64) -> Result<(), QueueError> {
+        c.prepare_cached("DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2")
+            .and_then(|mut s| s.execute(params![queue, now]))
             .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn insert(c: &Connection, queue: &str, m: &OutgoingMessage, now: i64) -> Result<(), QueueError> {
         let fresh = c
-            .execute(
+            .prepare_cached(
                 "INSERT INTO queue_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![queue, m.dedup_id, now + DEDUP_WINDOW_MS],
             )
+            .and_then(|mut s| s.execute(params![queue, m.dedup_id, now + DEDUP_WINDOW_MS]))
             .map_err(db_err)?;
         if fresh == 0 {
             tracing::debug!(queue, dedup_id = %m.dedup_id, "duplicate send within the deduplication window dropped");
             return Ok(());
         }
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO queue_messages (queue, id, group_id, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![queue, uuid::Uuid::new_v4().to_string(), m.group_id, m.body, now],
         )
+        .and_then(|mut s| s.execute(params![queue, uuid::Uuid::new_v4().to_string(), m.group_id, m.body, now]))
         .map_err(db_err)?;
         Ok(())
     }
@@ -127,37 +138,55 @@ impl SqliteQueue {
         let visible_at = (now + visibility.as_millis() as i64).max(now + 1);
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         let mut out = Vec::new();
-        // The messages of groups with nothing in flight, in send order. Dead-lettering the head of a
-        // group frees the rest of it, hence the loop.
+        // The messages of groups with nothing in flight, in send order. The batch is the first `max`
+        // of them, so its groups are among the first `max` free groups by head (oldest message);
+        // those are found from the index, then each one's messages read in order. Dead-lettering
+        // the head of a group frees the rest of it, hence the loop.
         'outer: loop {
-            let candidates = {
+            let want = max as usize - out.len();
+            let groups: Vec<String> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT seq, id, group_id, body, sent_at, receive_count FROM queue_messages m
-                         WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2
-                           AND NOT EXISTS (SELECT 1 FROM queue_messages b
-                                           WHERE b.queue = ?1 AND b.dead = 0 AND b.group_id = m.group_id
-                                             AND b.visible_at > ?2)
-                         ORDER BY seq LIMIT ?3",
+                        "SELECT group_id FROM queue_messages WHERE queue = ?1 AND dead = 0
+                         GROUP BY group_id HAVING MAX(visible_at) <= ?2 ORDER BY MIN(seq) LIMIT ?3",
                     )
                     .map_err(db_err)?;
-                stmt.query_map(params![queue, now, (max as usize - out.len()) as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)? as u32,
-                    ))
-                })
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?
+                stmt.query_map(params![queue, now, want as i64], |r| r.get(0))
+                    .map_err(db_err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(db_err)?
             };
-            if candidates.is_empty() {
+            if groups.is_empty() {
                 break;
             }
+            let mut candidates = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, id, group_id, body, sent_at, receive_count FROM queue_messages
+                         WHERE queue = ?1 AND dead = 0 AND group_id = ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(db_err)?;
+                for group in &groups {
+                    let rows = stmt
+                        .query_map(params![queue, group, want as i64], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, i64>(5)? as u32,
+                            ))
+                        })
+                        .map_err(db_err)?;
+                    for row in rows {
+                        candidates.push(row.map_err(db_err)?);
+                    }
+                }
+            }
+            candidates.sort_unstable_by_key(|c| c.0);
+            candidates.truncate(want);
             for (seq, id, group_id, body, sent_at, count) in candidates {
                 if count >= max_receives {
                     tracing::warn!(queue, message_id = %id, receives = count, "moved to the dead-letter queue");
@@ -167,10 +196,10 @@ impl SqliteQueue {
                     continue 'outer;
                 }
                 let receipt = format!("{id}:{}", uuid::Uuid::new_v4().simple());
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE queue_messages SET receive_count = ?2, visible_at = ?3, receipt = ?4 WHERE seq = ?1",
-                    params![seq, count + 1, visible_at, receipt],
                 )
+                .and_then(|mut s| s.execute(params![seq, count + 1, visible_at, receipt]))
                 .map_err(db_err)?;
                 out.push(ReceivedMessage {
                     message_id: id,
@@ -180,9 +209,9 @@ impl SqliteQueue {
                     receive_count: count + 1,
                     sent_at: ms_to_time(sent_at),
                 });
-                if out.len() as u32 >= max {
-                    break 'outer;
-                }
+            }
+            if out.len() as u32 >= max {
+                break;
             }
         }
         if visibility.is_zero() {
@@ -200,7 +229,10 @@ impl SqliteQueue {
         let (queue, receipt) = (self.name.clone(), receipt.0.clone());
         self.db
             .call(move |c| {
-                let changed = c.execute(sql, params![queue, receipt, now_ms(), extra]).map_err(db_err)?;
+                let changed = c
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params![queue, receipt, now_ms(), extra]))
+                    .map_err(db_err)?;
                 if changed == 0 {
                     return Err(QueueError::StaleReceipt(
                         "the message's visibility expired or it was deleted; another consumer may have it".into(),
@@ -224,6 +256,7 @@ impl MessageQueue for SqliteQueue {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let now = now_ms();
+                Self::purge_dedup(&tx, &queue, now)?;
                 for m in &messages {
                     Self::insert(&tx, &queue, m, now)?;
                 }
@@ -323,6 +356,7 @@ impl DeadLetterQueue for SqliteQueue {
                         .map_err(db_err)?
                 };
                 let now = now_ms();
+                Self::purge_dedup(&tx, &queue, now)?;
                 for (seq, group_id, body) in &dead {
                     // A redriven message is a new send at the end of the queue, as with SQS, with a
                     // fresh dedup id so the deduplication window does not swallow it.
@@ -354,5 +388,50 @@ mod tests {
         assert!(matches!(q.change_visibility(&first.receipt, Duration::ZERO).await, Err(QueueError::StaleReceipt(_))));
         q.delete(&second.receipt).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), 0);
+    }
+
+    async fn open_temp(name: &str) -> (SqliteQueue, Db) {
+        let path = std::env::temp_dir().join(format!("cosell-{name}-{}.db", uuid::Uuid::new_v4().simple()));
+        let db = Db::open(&path).unwrap();
+        (SqliteQueue::open(db.clone(), "q", 5).await.unwrap(), db)
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_the_oldest_messages_of_groups_with_nothing_in_flight() {
+        let (q, _) = open_temp("batch").await;
+        // "busy" has its head in flight and a backlog; "a" and "b" interleave after it.
+        for (g, d) in [("busy", "0"), ("busy", "1"), ("a", "2"), ("busy", "3"), ("b", "4"), ("a", "5"), ("b", "6")] {
+            q.send(&OutgoingMessage::new(g, d, format!("{g}-{d}"))).await.unwrap();
+        }
+        let head = q.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+        assert_eq!(head.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["busy-0"]);
+        let batch = q.receive(3, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+        // Send order across groups, several of one group allowed, nothing of the busy group.
+        assert_eq!(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["a-2", "b-4", "a-5"]);
+        let rest = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+        assert!(rest.is_empty(), "every group has a message in flight: {rest:?}");
+    }
+
+    /// The plan SQLite picks for `sql`, one line per step.
+    fn plan(db: &Db, sql: &str) -> String {
+        let conn = db.conn.lock().unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params!["q", 0, 1], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn receiving_and_sending_read_indexes_not_the_whole_queue() {
+        // A receive used to walk every message queued behind a busy group, and every send every
+        // deduplication id of the last five minutes: a 1,000-message burst made both quadratic.
+        let (_q, db) = open_temp("plans").await;
+        let free = plan(
+            &db,
+            "SELECT group_id FROM queue_messages WHERE queue = ?1 AND dead = 0
+             GROUP BY group_id HAVING MAX(visible_at) <= ?2 ORDER BY MIN(seq) LIMIT ?3",
+        );
+        assert!(free.contains("USING COVERING INDEX queue_free"), "{free}");
+        let purge = plan(&db, "DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2 AND ?3 = ?3");
+        assert!(purge.contains("USING INDEX queue_dedup_expiry (queue=? AND expires_at<?)"), "{purge}");
     }
 }

@@ -86,11 +86,11 @@ impl SqliteState {
     fn write_link(tx: &Connection, key: &str, link: &Link) -> Result<(), StateError> {
         let listed = key.starts_with("REF#") || link.referral_id.is_none();
         let doc = serde_json::to_string(link).map_err(json_err)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO links (key, version, listed, doc) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE SET version = excluded.version, listed = excluded.listed, doc = excluded.doc",
-            params![key, link.version as i64, listed, doc],
         )
+        .and_then(|mut s| s.execute(params![key, link.version as i64, listed, doc]))
         .map_err(db_err)?;
         Ok(())
     }
@@ -99,7 +99,8 @@ impl SqliteState {
         self.db
             .call(move |c| {
                 let doc: Option<String> = c
-                    .query_row("SELECT doc FROM links WHERE key = ?1", [&key], |r| r.get(0))
+                    .prepare_cached("SELECT doc FROM links WHERE key = ?1")
+                    .and_then(|mut s| s.query_row([&key], |r| r.get(0)))
                     .optional()
                     .map_err(db_err)?;
                 doc.map(|d| serde_json::from_str(&d).map_err(json_err)).transpose()
@@ -109,7 +110,8 @@ impl SqliteState {
 }
 
 fn stored_version(tx: &Connection, key: &str) -> Result<Option<u64>, StateError> {
-    tx.query_row("SELECT version FROM links WHERE key = ?1", [key], |r| r.get::<_, i64>(0))
+    tx.prepare_cached("SELECT version FROM links WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get::<_, i64>(0)))
         .optional()
         .map(|v| v.map(|v| v as u64))
         .map_err(db_err)
@@ -216,10 +218,10 @@ impl AuditLog for SqliteState {
         let doc = serde_json::to_string(entry).map_err(json_err)?;
         self.db
             .call(move |c| {
-                c.execute(
+                c.prepare_cached(
                     "INSERT INTO audit (at, referral_key, crm_key, expires_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![at, referral, crm, expires, doc],
                 )
+                .and_then(|mut s| s.execute(params![at, referral, crm, expires, doc]))
                 .map_err(db_err)?;
                 Ok(())
             })
@@ -310,11 +312,11 @@ impl DedupStore for SqliteState {
         self.db
             .call(move |c| {
                 let changed = c
-                    .execute(
+                    .prepare_cached(
                         "INSERT INTO dedup (key, expires_at) VALUES (?1, ?2)
                          ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE dedup.expires_at <= ?3",
-                        params![key, expires, now_s],
                     )
+                    .and_then(|mut s| s.execute(params![key, expires, now_s]))
                     .map_err(db_err)?;
                 Ok(changed == 1)
             })
@@ -337,26 +339,28 @@ impl BudgetCounter for SqliteState {
         let (api, day) = (api.to_owned(), day.to_owned());
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let used: u64 = tx
-                    .query_row("SELECT calls FROM budget WHERE api = ?1 AND day = ?2", [&api, &day], |r| {
-                        r.get::<_, i64>(0)
-                    })
+                // One statement, atomic on its own: counts the calls only while the total stays
+                // within the cap (a first row only if the calls alone fit).
+                let total: Option<i64> = c
+                    .prepare_cached(
+                        "INSERT INTO budget (api, day, calls) SELECT ?1, ?2, ?3 WHERE ?3 <= ?4
+                         ON CONFLICT (api, day) DO UPDATE SET calls = calls + excluded.calls
+                           WHERE calls + excluded.calls <= ?4
+                         RETURNING calls",
+                    )
+                    .and_then(|mut s| s.query_row(params![api, day, calls as i64, cap as i64], |r| r.get(0)))
+                    .optional()
+                    .map_err(db_err)?;
+                if let Some(total) = total {
+                    return Ok(total as u64);
+                }
+                let used = c
+                    .prepare_cached("SELECT calls FROM budget WHERE api = ?1 AND day = ?2")
+                    .and_then(|mut s| s.query_row([&api, &day], |r| r.get::<_, i64>(0)))
                     .optional()
                     .map_err(db_err)?
                     .map_or(0, |v| v as u64);
-                if used.saturating_add(calls) > cap {
-                    return Err(StateError::BudgetExhausted { api, day, used, cap });
-                }
-                let total = used + calls;
-                tx.execute(
-                    "INSERT INTO budget (api, day, calls) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (api, day) DO UPDATE SET calls = excluded.calls",
-                    params![api, day, total as i64],
-                )
-                .map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
-                Ok(total)
+                Err(StateError::BudgetExhausted { api, day, used, cap })
             })
             .await
     }

@@ -102,7 +102,7 @@ impl Db {
         let (prop, value) = metadata_key(key);
         self.tables
             .values()
-            .map(|t| &t.def)
+            .map(|t| &*t.def)
             .find(|t| match prop {
                 "LogicalName" => t.logical == value,
                 _ => t.meta.metadata_id == value,

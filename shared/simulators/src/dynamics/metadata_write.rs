@@ -20,6 +20,7 @@
 //! `0x80040203` (invalid argument) with a message naming the problem **[I]**.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -423,7 +424,7 @@ impl Db {
                 keys: BTreeMap::new(),
             },
         };
-        self.tables.insert(set, TableState { def, rows: BTreeMap::new(), deleted: Vec::new() });
+        self.tables.insert(set, TableState { def: Arc::new(def), rows: BTreeMap::new(), deleted: Vec::new() });
         self.add_component(solution.as_deref(), COMPONENT_ENTITY, &metadata_id)?;
         self.add_component(solution.as_deref(), COMPONENT_ATTRIBUTE, &primary_id)?;
         self.log_write(req);
@@ -454,10 +455,10 @@ impl Db {
         let required = v.pointer("/RequiredLevel/Value").and_then(Value::as_str) == Some("ApplicationRequired");
         if let Some(t) = self.tables.get_mut(&set) {
             if required {
-                t.def.required.push(logical.clone());
+                Arc::make_mut(&mut t.def).required.push(logical.clone());
             }
-            t.def.columns.push((logical.clone(), ty));
-            t.def.meta.attributes.insert(logical, v);
+            Arc::make_mut(&mut t.def).columns.push((logical.clone(), ty));
+            Arc::make_mut(&mut t.def).meta.attributes.insert(logical, v);
         }
         self.add_component(solution.as_deref(), COMPONENT_ATTRIBUTE, &id)?;
         self.log_write(req);
@@ -523,15 +524,19 @@ impl Db {
         rel.remove("Lookup");
         let lookup_id = lookup_meta["MetadataId"].as_str().unwrap_or("").to_owned();
         if let Some(t) = self.tables.get_mut(&child_set) {
-            t.def.lookups.push(Lookup {
+            Arc::make_mut(&mut t.def).lookups.push(Lookup {
                 nav: lookup_nav.clone(),
                 target_set: parent_set.clone(),
                 value_prop: format!("_{lookup_name}_value"),
             });
-            t.def.meta.attributes.insert(lookup_name, lookup_meta);
+            Arc::make_mut(&mut t.def).meta.attributes.insert(lookup_name, lookup_meta);
         }
         if let Some(t) = self.tables.get_mut(&parent_set) {
-            t.def.collections.push(Collection { nav: collection_nav, child_set, child_lookup: lookup_nav });
+            Arc::make_mut(&mut t.def).collections.push(Collection {
+                nav: collection_nav,
+                child_set,
+                child_lookup: lookup_nav,
+            });
         }
         self.relationships.push(Value::Object(rel));
         self.add_component(solution.as_deref(), COMPONENT_RELATIONSHIP, &id)?;
@@ -584,9 +589,9 @@ impl Db {
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(t) = self.tables.get_mut(&set) {
             if unique {
-                t.def.alt_keys.push(cols.clone());
+                Arc::make_mut(&mut t.def).alt_keys.push(cols.clone());
             }
-            t.def.meta.keys.insert(name, (id.clone(), cols));
+            Arc::make_mut(&mut t.def).meta.keys.insert(name, (id.clone(), cols));
         }
         self.add_component(solution.as_deref(), COMPONENT_KEY, &id)?;
         self.log_write(req);
@@ -625,8 +630,8 @@ impl Db {
             return Err(invalid(&format!("The lookup {logical} belongs to a relationship: delete the relationship.")));
         }
         if let Some(t) = self.tables.get_mut(&set) {
-            t.def.columns.retain(|(c, _)| c != &logical);
-            t.def.meta.attributes.remove(&logical);
+            Arc::make_mut(&mut t.def).columns.retain(|(c, _)| c != &logical);
+            Arc::make_mut(&mut t.def).meta.attributes.remove(&logical);
             for r in t.rows.values_mut() {
                 r.values.remove(&logical);
             }
@@ -649,8 +654,8 @@ impl Db {
             .map(|(n, v)| (n.clone(), v.clone()))
             .ok_or_else(|| ApiError::not_found_resource(key))?;
         if let Some(t) = self.tables.get_mut(&set) {
-            t.def.meta.keys.remove(&name);
-            t.def.alt_keys.retain(|k| k != &cols);
+            Arc::make_mut(&mut t.def).meta.keys.remove(&name);
+            Arc::make_mut(&mut t.def).alt_keys.retain(|k| k != &cols);
         }
         self.remove_components(&id);
         self.log_write(req);
@@ -675,8 +680,8 @@ impl Db {
         ids.extend(gone.iter().filter_map(|r| r["MetadataId"].as_str().map(str::to_owned)));
         self.tables.remove(&set);
         for t in self.tables.values_mut() {
-            t.def.collections.retain(|c| c.child_set != set);
-            t.def.lookups.retain(|l| l.target_set != set);
+            Arc::make_mut(&mut t.def).collections.retain(|c| c.child_set != set);
+            Arc::make_mut(&mut t.def).lookups.retain(|l| l.target_set != set);
         }
         for id in ids {
             self.remove_components(&id);

@@ -114,7 +114,8 @@ struct Row {
 
 #[derive(Debug)]
 struct TableState {
-    def: Table,
+    /// Shared: requests take a handle on it rather than a copy of its metadata.
+    def: Arc<Table>,
     rows: BTreeMap<String, Row>,
     /// (version, id) of deleted rows, for change tracking.
     deleted: Vec<(u64, String)>,
@@ -194,7 +195,8 @@ impl Db {
             if let Some(extra) = config.extra_columns.get(&def.set) {
                 def.columns.extend(extra.iter().map(|(c, t)| (c.clone(), ty_from_name(t))));
             }
-            tables.insert(def.set.clone(), TableState { def, rows: BTreeMap::new(), deleted: Vec::new() });
+            tables
+                .insert(def.set.clone(), TableState { def: Arc::new(def), rows: BTreeMap::new(), deleted: Vec::new() });
         }
         let mut db = Self {
             base_url,
