@@ -11,6 +11,10 @@ use rusqlite::Connection;
 pub struct Db {
     pub(crate) conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Woken after a write that can make a queued message receivable (a send, a delete that frees
+    /// a group, a visibility change), so that a waiting receive in this process answers at once;
+    /// writes by other processes are seen by the receive's short poll.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -30,11 +34,15 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Every statement of the queue and state adapters stays prepared (rusqlite keeps 16).
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path, changed: Arc::new(tokio::sync::Notify::new()) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// Runs `f` with the connection on a blocking thread.

@@ -227,7 +227,8 @@ impl SqliteQueue {
     /// Runs `sql` on the in-flight delivery `receipt`, or reports it stale.
     async fn on_delivery(&self, receipt: &Receipt, sql: &'static str, extra: i64) -> Result<(), QueueError> {
         let (queue, receipt) = (self.name.clone(), receipt.0.clone());
-        self.db
+        let done = self
+            .db
             .call(move |c| {
                 let changed = c
                     .prepare_cached(sql)
@@ -240,7 +241,11 @@ impl SqliteQueue {
                 }
                 Ok(())
             })
-            .await
+            .await;
+        if done.is_ok() {
+            self.db.changed().notify_waiters();
+        }
+        done
     }
 }
 
@@ -262,7 +267,9 @@ impl MessageQueue for SqliteQueue {
                 }
                 tx.commit().map_err(db_err)
             })
-            .await
+            .await?;
+        self.db.changed().notify_waiters();
+        Ok(())
     }
 
     async fn receive(
@@ -276,13 +283,20 @@ impl MessageQueue for SqliteQueue {
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // Registered before looking, so that a send in between still wakes this receive.
+            let changed = self.db.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let (queue, max_receives) = (self.name.clone(), self.max_receives);
             let got = self.db.call(move |c| Self::take(c, &queue, max_receives, max, visibility)).await?;
             let now = tokio::time::Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
             }
-            tokio::time::sleep(Duration::from_millis(25).min(deadline - now)).await;
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep(Duration::from_millis(25).min(deadline - now)) => {}
+            }
         }
     }
 
@@ -368,6 +382,7 @@ impl DeadLetterQueue for SqliteQueue {
                 Ok(dead.len())
             })
             .await
+            .inspect(|_| self.db.changed().notify_waiters())
     }
 }
 

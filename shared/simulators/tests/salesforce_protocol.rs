@@ -175,6 +175,40 @@ async fn queries_page_through_next_records_urls() {
 }
 
 #[tokio::test]
+async fn queries_by_id_answer_what_the_whole_condition_selects() {
+    // The simulator reads `Id = …` / `Id IN (…)` by key; the rest of the condition still applies,
+    // and an id written in another case is still found (text comparisons ignore case).
+    let s = Sim::start().await;
+    let mut ids = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        let v: Value =
+            s.call(Method::POST, "sobjects/Account", Some(json!({"Name": name})), &[]).await.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let s = &s;
+    let names = |q: String| async move {
+        let v: Value =
+            s.call(Method::GET, &format!("query?q={}", urlencoding::encode(&q)), None, &[]).await.json().await.unwrap();
+        v["records"].as_array().unwrap().iter().map(|r| r["Name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(format!("SELECT Name FROM Account WHERE Id = '{}'", ids[1])).await, ["Beta"]);
+    assert_eq!(
+        names(format!("SELECT Name FROM Account WHERE Id = '{}' AND Name = 'Alpha'", ids[1])).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(format!(
+            "SELECT Name FROM Account WHERE Id IN ('{}', '{}', '{}') ORDER BY Name DESC",
+            ids[0], ids[2], ids[0]
+        ))
+        .await,
+        ["Gamma", "Alpha"]
+    );
+    assert_eq!(names(format!("SELECT Name FROM Account WHERE Id = '{}'", ids[2].to_lowercase())).await, ["Gamma"]);
+    assert_eq!(names("SELECT Name FROM Account WHERE Id = '001000000000000AAA'".into()).await, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn upsert_by_external_id_creates_then_updates() {
     let s = Sim::start().await;
     let path = "sobjects/Opportunity/Referral_Identifier__c/ref-9";

@@ -30,18 +30,40 @@ impl Org {
         let order_fields: Vec<String> = parsed.order.iter().map(|(f, _, _)| f.clone()).collect();
         Self::check_fields(&def, &cond_fields)?;
         let order_canon = Self::check_fields(&def, &order_fields)?;
-        let canon = |f: &str| def.field(f).map(|x| x.name.clone()).unwrap_or_default();
-        let deleted = t.recycle.values().filter(|_| all).map(|(seq, r, _)| (seq, r));
-        let mut rows: Vec<(u64, &Record)> = t
-            .rows
-            .values()
-            .map(|(seq, r)| (seq, r))
-            .chain(deleted)
-            .filter(|(_, r)| {
-                parsed.filter.as_ref().is_none_or(|c| c.eval(&|f| r.get(&canon(f)).cloned().unwrap_or(Value::Null)))
-            })
-            .map(|(s, r)| (*s, r))
+        // Each field named in the condition, canonical once per query rather than once per row.
+        let canon: BTreeMap<&str, String> = cond_fields
+            .iter()
+            .map(|f| (f.as_str(), def.field(f).map(|x| x.name.clone()).unwrap_or_default()))
             .collect();
+        let matches = |r: &Record| {
+            parsed
+                .filter
+                .as_ref()
+                .is_none_or(|c| c.eval(&|f| canon.get(f).and_then(|name| r.get(name)).cloned().unwrap_or(Value::Null)))
+        };
+        // `WHERE Id = '…'` (or `Id IN (…)`, alone or ANDed): the records by key, not every record
+        // of the object; the whole condition still decides. Ids not stored verbatim (15-character
+        // forms) take the scan.
+        let by_id: Option<Vec<&(u64, Record)>> = match (&parsed.filter, all) {
+            (Some(c), false) => ids_required(c, &canon).and_then(|ids| {
+                let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+                unique.into_iter().map(|id| t.rows.get(id.as_str())).collect()
+            }),
+            _ => None,
+        };
+        let mut rows: Vec<(u64, &Record)> = match by_id {
+            Some(found) => found.into_iter().filter(|(_, r)| matches(r)).map(|(s, r)| (*s, r)).collect(),
+            None => {
+                let deleted = t.recycle.values().filter(|_| all).map(|(seq, r, _)| (seq, r));
+                t.rows
+                    .values()
+                    .map(|(seq, r)| (seq, r))
+                    .chain(deleted)
+                    .filter(|(_, r)| matches(r))
+                    .map(|(s, r)| (*s, r))
+                    .collect()
+            }
+        };
         rows.sort_by_key(|(s, _)| *s);
         rows.sort_by(|(_, a), (_, b)| {
             for ((_, desc, nulls_last), f) in parsed.order.iter().zip(&order_canon) {
@@ -199,5 +221,22 @@ fn cmp_values(a: &Value, b: &Value) -> std::cmp::Ordering {
         (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()).then(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// The record ids a condition requires (`Id = 'x'`, `Id IN ('x', …)`, or either ANDed with anything).
+fn ids_required(c: &soql::Cond, canon: &BTreeMap<&str, String>) -> Option<Vec<String>> {
+    let is_id = |f: &str| canon.get(f).is_some_and(|n| n == "Id");
+    match c {
+        soql::Cond::Cmp(f, soql::Op::Eq, soql::Lit::Str(v)) if is_id(f) => Some(vec![v.clone()]),
+        soql::Cond::In(f, lits, false) if is_id(f) => lits
+            .iter()
+            .map(|l| match l {
+                soql::Lit::Str(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect(),
+        soql::Cond::And(a, b) => ids_required(a, canon).or_else(|| ids_required(b, canon)),
+        _ => None,
     }
 }
