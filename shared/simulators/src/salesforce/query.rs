@@ -35,12 +35,8 @@ impl Org {
             .iter()
             .map(|f| (f.as_str(), def.field(f).map(|x| x.name.clone()).unwrap_or_default()))
             .collect();
-        let matches = |r: &Record| {
-            parsed
-                .filter
-                .as_ref()
-                .is_none_or(|c| c.eval(&|f| canon.get(f).and_then(|name| r.get(name)).cloned().unwrap_or(Value::Null)))
-        };
+        let matches =
+            |r: &Record| parsed.filter.as_ref().is_none_or(|c| c.eval(&|f| canon.get(f).and_then(|name| r.get(name))));
         // `WHERE Id = '…'` (or `Id IN (…)`, alone or ANDed): the records by key, not every record
         // of the object; the whole condition still decides. Ids not stored verbatim (15-character
         // forms) take the scan.

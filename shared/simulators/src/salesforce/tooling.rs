@@ -450,12 +450,7 @@ impl Org {
         let mut rows: Vec<Value> = self
             .tooling_rows(kind, version)
             .into_iter()
-            .filter(|r| {
-                parsed
-                    .filter
-                    .as_ref()
-                    .is_none_or(|c| c.eval(&|f| canon(f).and_then(|k| r.get(&k).cloned()).unwrap_or(Value::Null)))
-            })
+            .filter(|r| parsed.filter.as_ref().is_none_or(|c| c.eval(&|f| canon(f).and_then(|k| r.get(&k)))))
             .collect();
         if let Some(o) = parsed.offset {
             rows = rows.into_iter().skip(o).collect();
