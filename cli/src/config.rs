@@ -287,7 +287,7 @@ pub struct WorkerConfig {
 }
 
 /// Chosen from BENCHMARKS.md §4 (the 1,000-record bursts on two cores).
-pub const DEFAULT_WORKER_CONCURRENCY: usize = 8;
+pub const DEFAULT_WORKER_CONCURRENCY: usize = 16;
 
 fn default_concurrency() -> usize {
     DEFAULT_WORKER_CONCURRENCY
