@@ -226,7 +226,7 @@ fn push_burst_goal(pushed: &[(&'static str, Direction)]) -> String {
         out.push_str(&format!(
             "Reached for both CRMs: {}. The stack kept pace with the flags as they arrived, so no change waited \
              behind the burst; the arrival itself is paced by the 2 cores the load generator shares with the stack \
-             (see the bottleneck paragraph below).\n",
+             (see the bottleneck paragraph above).\n",
             each.join("; ")
         ));
         return out;
