@@ -348,7 +348,7 @@ impl BudgetCounter for SqliteState {
                            WHERE calls + excluded.calls <= ?4
                          RETURNING calls",
                     )
-                    .and_then(|mut s| s.query_row(params![api, day, calls as i64, cap as i64], |r| r.get(0)))
+                    .and_then(|mut s| s.query_row(params![api, day, sql_int(calls), sql_int(cap)], |r| r.get(0)))
                     .optional()
                     .map_err(db_err)?;
                 if let Some(total) = total {
@@ -378,4 +378,10 @@ impl BudgetCounter for SqliteState {
             })
             .await
     }
+}
+
+/// A count as SQLite's signed integer; "no cap" (`u64::MAX`) and anything past `i64::MAX` saturate
+/// instead of wrapping to a negative cap that refuses everything.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

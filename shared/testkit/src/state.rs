@@ -278,6 +278,9 @@ pub async fn budget_counts_atomically_up_to_the_cap<S: StateStore + 'static, F: 
     assert_eq!(store.spend("partner-center", "2026-06-02", 1, 10).await.unwrap(), 1);
     assert_eq!(store.spend("dataverse", "2026-06-01", 5, 10).await.unwrap(), 5);
     assert_eq!(store.spent("salesforce", "2026-06-01").await.unwrap(), 0);
+    // An API without a cap is counted against u64::MAX (`BudgetCaps::cap`): never refused.
+    assert_eq!(store.spend("salesforce", "2026-06-01", 4, u64::MAX).await.unwrap(), 4);
+    assert_eq!(store.spend("salesforce", "2026-06-01", 2, u64::MAX).await.unwrap(), 6);
 }
 
 /// Instantiates the state contract for a factory `async fn(ManualClock) -> impl StateStore`.
