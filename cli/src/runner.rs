@@ -238,8 +238,8 @@ async fn worker<P, C, S, Q>(
         };
         let messages = match received {
             Ok(m) if m.is_empty() => {
-                // The embedded queue answers at once when empty: poll again shortly (an idle change
-                // waits at most this long for a worker).
+                // Empty after the wait (a send in this process wakes the embedded queue's receive
+                // early): look again shortly; a change sent meanwhile waits at most this long.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }

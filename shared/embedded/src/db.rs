@@ -9,7 +9,7 @@ use rusqlite::Connection;
 /// A SQLite database file shared by the embedded adapters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pub(crate) conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Woken after a write that can make a queued message receivable (a send, a delete that frees
     /// a group, a visibility change), so that a waiting receive in this process answers at once;

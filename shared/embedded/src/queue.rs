@@ -227,8 +227,7 @@ impl SqliteQueue {
     /// Runs `sql` on the in-flight delivery `receipt`, or reports it stale.
     async fn on_delivery(&self, receipt: &Receipt, sql: &'static str, extra: i64) -> Result<(), QueueError> {
         let (queue, receipt) = (self.name.clone(), receipt.0.clone());
-        let done = self
-            .db
+        self.db
             .call(move |c| {
                 let changed = c
                     .prepare_cached(sql)
@@ -241,11 +240,8 @@ impl SqliteQueue {
                 }
                 Ok(())
             })
-            .await;
-        if done.is_ok() {
-            self.db.changed().notify_waiters();
-        }
-        done
+            .await
+            .inspect(|()| self.db.changed().notify_waiters())
     }
 }
 
@@ -267,9 +263,8 @@ impl MessageQueue for SqliteQueue {
                 }
                 tx.commit().map_err(db_err)
             })
-            .await?;
-        self.db.changed().notify_waiters();
-        Ok(())
+            .await
+            .inspect(|()| self.db.changed().notify_waiters())
     }
 
     async fn receive(
@@ -428,11 +423,15 @@ mod tests {
     }
 
     /// The plan SQLite picks for `sql`, one line per step.
-    fn plan(db: &Db, sql: &str) -> String {
-        let conn = db.conn.lock().unwrap();
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt.query_map(params!["q", 0, 1], |r| r.get::<_, String>(3)).unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    async fn plan(db: &Db, sql: &str) -> String {
+        let sql = format!("EXPLAIN QUERY PLAN {sql}");
+        db.call(move |c| {
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params!["q", 0, 1], |r| r.get::<_, String>(3))?;
+            Ok::<_, anyhow::Error>(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
+        })
+        .await
+        .unwrap()
     }
 
     #[tokio::test]
@@ -444,9 +443,10 @@ mod tests {
             &db,
             "SELECT group_id FROM queue_messages WHERE queue = ?1 AND dead = 0
              GROUP BY group_id HAVING MAX(visible_at) <= ?2 ORDER BY MIN(seq) LIMIT ?3",
-        );
+        )
+        .await;
         assert!(free.contains("USING COVERING INDEX queue_free"), "{free}");
-        let purge = plan(&db, "DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2 AND ?3 = ?3");
+        let purge = plan(&db, "DELETE FROM queue_dedup WHERE queue = ?1 AND expires_at <= ?2 AND ?3 = ?3").await;
         assert!(purge.contains("USING INDEX queue_dedup_expiry (queue=? AND expires_at<?)"), "{purge}");
     }
 }

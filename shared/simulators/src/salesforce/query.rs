@@ -28,13 +28,10 @@ impl Org {
             c.fields(&mut cond_fields);
         }
         let order_fields: Vec<String> = parsed.order.iter().map(|(f, _, _)| f.clone()).collect();
-        Self::check_fields(&def, &cond_fields)?;
-        let order_canon = Self::check_fields(&def, &order_fields)?;
         // Each field named in the condition, canonical once per query rather than once per row.
-        let canon: BTreeMap<&str, String> = cond_fields
-            .iter()
-            .map(|f| (f.as_str(), def.field(f).map(|x| x.name.clone()).unwrap_or_default()))
-            .collect();
+        let canon: BTreeMap<&str, String> =
+            cond_fields.iter().map(String::as_str).zip(Self::check_fields(&def, &cond_fields)?).collect();
+        let order_canon = Self::check_fields(&def, &order_fields)?;
         let matches =
             |r: &Record| parsed.filter.as_ref().is_none_or(|c| c.eval(&|f| canon.get(f).and_then(|name| r.get(name))));
         // `WHERE Id = '…'` (or `Id IN (…)`, alone or ANDed): the records by key, not every record
